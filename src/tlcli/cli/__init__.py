@@ -1,0 +1,88 @@
+"""The ``tlcli`` command line: a thin shell over the library.
+
+Exit codes: 0 success; 1 a runtime failure, reported as one ``Error: ...`` line on stderr
+(``--debug`` adds the traceback); 2 a usage error (unknown option, bad value); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated, Optional
+
+import typer
+
+from tlcli import __version__
+from tlcli.cli import output
+from tlcli.errors import TlcliError
+
+EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure (one 'Error:' line on stderr), 2 usage error."
+
+app = typer.Typer(
+    name="tlcli",
+    help=f"Transfer learning for image classification.\n\n{EXIT_CODES_HELP}",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        output.out.print(f"tlcli {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of errors.")] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+def _register() -> None:
+    from tlcli.cli import data, models, summary
+
+    app.command("summary", epilog=EXIT_CODES_HELP)(summary.summary)
+    app.command("models", epilog=EXIT_CODES_HELP)(models.models)
+    app.add_typer(data.app, name="data")
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code instead of exiting, so tests can call it in-process."""
+    global _debug
+    _debug = False
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="tlcli", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        output.error("interrupted")
+        return 130
+    except TlcliError as exc:
+        if _debug:
+            traceback.print_exc()
+        output.error(str(exc))
+        return 1
+    except typer.TyperException as exc:  # Typer's own click: usage errors and bad values
+        exc.show()
+        return exc.exit_code
+    except Exception as exc:  # a bug: still one line, unless --debug asks for the rest
+        if _debug:
+            traceback.print_exc()
+        output.error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""``tlcli data check``: counts, balance, sizes and every odd file of a data set."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tlcli.cli import options, output
+from tlcli.config import DataConfig
+
+app = typer.Typer(help="Inspect data sets.", no_args_is_help=True)
+_DEFAULTS = DataConfig()
+
+
+@app.command("check", epilog="Exit codes: 0 trainable, 1 not trainable or unreadable, 2 usage error.")
+def check(
+    path: Annotated[str, typer.Argument(help="A folder, a name under data/, or a built-in set.")],
+    val_split: options.ValSplit = _DEFAULTS.val_split,
+    test_split: options.TestSplit = _DEFAULTS.test_split,
+    seed: options.Seed = _DEFAULTS.seed,
+    max_bad: options.MaxBad = _DEFAULTS.max_bad,
+    download: options.Download = False,
+    as_json: options.JsonOption = False,
+) -> int:
+    """Count images per split and class, and list unreadable and suspicious files.
+
+    Decodes every image, so it finds truncated files that training would trip over.
+    Exits 1 when the data set cannot be trained on.
+    """
+    from tlcli.data.check import check_data
+
+    report = check_data(options.data_config(path, val_split, test_split, seed, max_bad, download))
+    if as_json:
+        output.print_json(report.to_dict())
+    else:
+        _render(report)
+    for problem in report.problems:
+        output.error(f"cannot train on {report.data.source}: {problem}")
+    return 0 if report.trainable else 1
+
+
+def _render(report) -> None:
+    data = report.data
+    counts = data.class_counts()
+    table = Table("class", *counts, "total", title=f"{data.source} ({data.kind}): {data.num_classes} classes")
+    for name in data.classes:
+        row = [counts[split][name] for split in counts]
+        table.add_row(name, *map(str, row), str(sum(row)))
+    totals = [sum(counts[split].values()) for split in counts]
+    table.add_row("all", *map(str, totals), str(sum(totals)), style="bold")
+    output.out.print(table)
+    sizes = report.sizes
+    output.out.print(
+        f"imbalance ratio (largest / smallest class): {report.imbalance_ratio:.2f}\n"
+        f"image width  min / median / max: {sizes['width']['min']} / {sizes['width']['median']} / {sizes['width']['max']}\n"
+        f"image height min / median / max: {sizes['height']['min']} / {sizes['height']['median']} / {sizes['height']['max']}\n"
+        f"modes: {', '.join(f'{mode} {count}' for mode, count in sorted(report.modes.items()))}\n"
+        f"split: {data.split_info.get('method')}",
+        markup=False,
+    )
+    for title, files in (("unreadable (skipped)", data.bad_files), ("not images (ignored)", data.ignored_files), ("suspicious", report.suspicious)):
+        if files:
+            output.out.print(f"{title}: {len(files)}", markup=False)
+            for item in files:
+                output.out.print(f"  {item.path}: {item.reason}", markup=False)
+    for note in data.notes:
+        output.warn(note)

@@ -1,0 +1,35 @@
+"""Where the CLI writes: results to stdout, everything else to stderr.
+
+Rich drops colour and animation by itself when a stream is not a terminal and when
+``NO_COLOR`` is set, so cron logs stay plain text.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+# file=None makes Rich look up sys.stdout / sys.stderr at each write, so redirection works.
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def print_json(document: Any) -> None:
+    """Exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def warn(message: str) -> None:
+    err.print(f"Warning: {message}", markup=False)
+
+
+def info(message: str) -> None:
+    err.print(message, markup=False)
+
+
+def error(message: str) -> None:
+    err.print(f"Error: {message}", markup=False)

@@ -1,0 +1,117 @@
+"""``tlcli data check``: is this data set fit to train on, and what in it is odd?"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tlcli.config import DataConfig
+from tlcli.data.dataset import ImageData, SkippedFile, too_many_bad
+from tlcli.data.images import BadImageError, load_image, probe_image
+from tlcli.data.imagesets import ArrayImages, FileImages
+from tlcli.data.sources import load_data
+
+# Smaller than this on either side, an image carries little to learn from.
+TINY_SIDE = 8
+_FORMAT_EXTENSIONS = {
+    "JPEG": {".jpg", ".jpeg"}, "PNG": {".png"}, "GIF": {".gif"}, "BMP": {".bmp"}, "WEBP": {".webp"},
+    "TIFF": {".tif", ".tiff"}, "PPM": {".ppm", ".pgm"},
+}
+
+
+@dataclass
+class DataReport:
+    data: ImageData
+    sizes: dict[str, dict[str, int]]  # width and height: min / median / max
+    modes: dict[str, int]
+    suspicious: list[SkippedFile] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # reasons it cannot be trained on
+
+    @property
+    def trainable(self) -> bool:
+        return not self.problems
+
+    @property
+    def imbalance_ratio(self) -> float:
+        totals = [sum(per_split[name] for per_split in self.data.class_counts().values()) for name in self.data.classes]
+        return max(totals) / min(totals) if min(totals) else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.data.summary(),
+            "trainable": self.trainable,
+            "problems": self.problems,
+            "imbalance_ratio": round(self.imbalance_ratio, 3),
+            "image_sizes": self.sizes,
+            "image_modes": self.modes,
+            "bad_files": [vars(f) for f in self.data.bad_files],
+            "ignored_files": [vars(f) for f in self.data.ignored_files],
+            "suspicious_files": [vars(f) for f in self.suspicious],
+            "notes": self.data.notes,
+        }
+
+
+def _spread(values: list[int]) -> dict[str, int]:
+    if not values:
+        return {"min": 0, "median": 0, "max": 0}
+    return {"min": min(values), "median": int(statistics.median(values)), "max": max(values)}
+
+
+def _inspect_file(path: Path, suspicious: list[SkippedFile]) -> tuple[int, int, str]:
+    """Decode fully (header checks miss truncation); note what is odd but usable."""
+    info = probe_image(path)
+    image = load_image(path)
+    expected = _FORMAT_EXTENSIONS.get(info.format)
+    if expected and path.suffix.lower() not in expected:
+        suspicious.append(SkippedFile(str(path), f"{info.format} content with a {path.suffix} extension"))
+    if info.frames > 1:
+        suspicious.append(SkippedFile(str(path), f"animated ({info.frames} frames): the first frame is used"))
+    if min(info.width, info.height) < TINY_SIDE:
+        suspicious.append(SkippedFile(str(path), f"tiny image ({info.width}x{info.height})"))
+    if info.mode not in ("RGB", "L"):
+        suspicious.append(SkippedFile(str(path), f"{info.mode} image, converted to {image.mode}"))
+    return image.width, image.height, info.mode
+
+
+def check_data(config: DataConfig) -> DataReport:
+    """Load the data as training would, decode every image, and judge it.
+
+    Structural problems raise DataError as they do in training; too many unreadable images
+    become a problem in the report, which lists them all.
+    """
+    data = load_data(replace(config, max_bad=float("inf")))
+    widths: list[int] = []
+    heights: list[int] = []
+    modes: Counter[str] = Counter()
+    suspicious: list[SkippedFile] = []
+    for split, images in data.splits.items():
+        if isinstance(images, ArrayImages):
+            count = len(images)
+            widths += [images.pixels.shape[2]] * count
+            heights += [images.pixels.shape[1]] * count
+            modes["L" if images.pixels.ndim == 3 else "RGB"] += count
+            continue
+        assert isinstance(images, FileImages)
+        keep = []
+        for index, path in enumerate(images.paths):
+            try:
+                width, height, mode = _inspect_file(path, suspicious)
+            except BadImageError as exc:
+                data.bad_files.append(SkippedFile(str(path), str(exc)))
+                continue
+            widths.append(width)
+            heights.append(height)
+            modes[mode] += 1
+            keep.append(index)
+        data.splits[split] = images.subset(keep)
+    report = DataReport(data, {"width": _spread(widths), "height": _spread(heights)}, dict(modes), suspicious)
+    usable = sum(len(images) for images in data.splits.values())
+    if too_many_bad(len(data.bad_files), usable, config.max_bad):
+        report.problems.append(f"{len(data.bad_files)} of {usable + len(data.bad_files)} images cannot be read (--max-bad {config.max_bad:g})")
+    for name, count in data.class_counts()["train"].items():
+        if count == 0:
+            report.problems.append(f"class '{name}' has no readable training images")
+    return report

@@ -1,0 +1,142 @@
+"""Image folders: ``root/<class>/<image>`` or ``root/{train,val,test}/<class>/<image>``."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from tlcli.config import DataConfig
+from tlcli.data.dataset import ImageData, SkippedFile, check_fractions, record_fingerprints, split_records, too_many_bad
+from tlcli.data.images import BadImageError, has_image_extension, is_hidden, probe_image
+from tlcli.data.imagesets import FileImages
+from tlcli.errors import DataError
+
+SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def natural_key(text: str) -> list:
+    """Sort key that puts ``2`` before ``10`` and ``class2`` before ``class10``."""
+    return [(0, int(part), part) if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", text) if part]
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(
+        (entry for entry in folder.iterdir() if entry.is_dir() and not is_hidden(entry.name)),
+        key=lambda entry: natural_key(entry.name),
+    )
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every non-hidden file below ``folder``, hidden folders pruned, in a stable order."""
+    found = []
+    for current, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
+        found += [Path(current) / name for name in sorted(files) if not is_hidden(name)]
+    return found
+
+
+class _Scan:
+    """Collects the usable images of class folders, and the files it had to pass over."""
+
+    def __init__(self) -> None:
+        self.bad: list[SkippedFile] = []
+        self.ignored: list[SkippedFile] = []
+
+    def class_images(self, class_dir: Path) -> list[Path]:
+        usable = []
+        for path in _files_under(class_dir):
+            if not has_image_extension(path):
+                self.ignored.append(SkippedFile(str(path), f"not an image file ({path.suffix or 'no extension'})"))
+                continue
+            try:
+                probe_image(path)
+            except BadImageError as exc:
+                self.bad.append(SkippedFile(str(path), str(exc)))
+                continue
+            usable.append(path)
+        return usable
+
+    def classes(self, folder: Path) -> dict[str, list[Path]]:
+        return {class_dir.name: self.class_images(class_dir) for class_dir in _visible_dirs(folder)}
+
+
+def _require_classes(found: dict[str, list[Path]], folder: Path) -> None:
+    if not found:
+        loose = [p for p in _files_under(folder) if has_image_extension(p)]
+        if loose:
+            raise DataError(
+                f"{folder} holds {len(loose)} images but no class folders; put each class's images in {folder}/<class>/"
+            )
+        raise DataError(f"{folder} is empty: expected one folder of images per class, {folder}/<class>/<image>")
+    if len(found) == 1:
+        only = next(iter(found))
+        raise DataError(f"{folder} has a single class ('{only}'); a classifier needs at least two class folders")
+    empty = [name for name, paths in found.items() if not paths]
+    if empty:
+        listed = ", ".join(f"'{name}'" for name in empty)
+        raise DataError(f"class folder {listed} in {folder} has no readable images; add images or remove the folder")
+
+
+def _check_bad_budget(bad: list[SkippedFile], usable: int, max_bad: float) -> None:
+    if too_many_bad(len(bad), usable, max_bad):
+        first = bad[0]
+        raise DataError(
+            f"{len(bad)} of {usable + len(bad)} images cannot be read, more than --max-bad {max_bad:g} allows "
+            f"(first: {first.path}: {first.reason}); run 'tlcli data check' for the full list"
+        )
+
+
+def load_folder(root: Path, config: DataConfig) -> ImageData:
+    if not root.is_dir():
+        raise DataError(f"data folder {root} is not a folder")
+    top = _visible_dirs(root)
+    split_dirs = {SPLIT_FOLDER_NAMES[d.name.lower()]: d for d in top if d.name.lower() in SPLIT_FOLDER_NAMES}
+    scan = _Scan()
+    if "train" in split_dirs:
+        data = _load_presplit(root, split_dirs, scan)
+    else:
+        check_fractions(config.val_split, config.test_split)
+        found = scan.classes(root)
+        _require_classes(found, root)
+        classes = list(found)
+        paths = [path for name in classes for path in found[name]]
+        labels = [index for index, name in enumerate(classes) for _ in found[name]]
+        splits, info, notes = split_records(
+            FileImages(root, paths, labels),
+            classes,
+            val_fraction=config.val_split,
+            test_fraction=config.test_split,
+            seed=config.seed,
+        )
+        data = ImageData(str(root), "folder", classes, splits, info, notes=notes, root=str(root))
+    data.bad_files, data.ignored_files = scan.bad, scan.ignored
+    record_fingerprints(data.split_info, data.splits, data.classes)
+    _check_bad_budget(scan.bad, sum(len(s) for s in data.splits.values()), config.max_bad)
+    return data
+
+
+def _load_presplit(root: Path, split_dirs: dict[str, Path], scan: _Scan) -> ImageData:
+    found = {split: scan.classes(folder) for split, folder in split_dirs.items()}
+    _require_classes(found["train"], split_dirs["train"])
+    classes = list(found["train"])
+    index_of = {name: index for index, name in enumerate(classes)}
+    notes = []
+    splits = {}
+    for split in ("train", "val", "test"):
+        per_class = found.get(split, {})
+        unknown = [name for name in per_class if name not in index_of]
+        if unknown:
+            raise DataError(
+                f"{split_dirs[split]} has classes that train does not: {', '.join(unknown)}; "
+                "every class must have training images"
+            )
+        paths = [path for name, class_paths in per_class.items() for path in class_paths]
+        labels = [index_of[name] for name, class_paths in per_class.items() for _ in class_paths]
+        splits[split] = FileImages(root, paths, labels)
+    if not len(splits["val"]):
+        notes.append("no val/ folder: nothing to validate on during training")
+    if not len(splits["test"]):
+        notes.append("no test/ folder: there is no held-out test split")
+    info = {"method": "folders", "folders": {split: folder.name for split, folder in split_dirs.items()}}
+    return ImageData(str(root), "folder", classes, splits, info, notes=notes, root=str(root))

@@ -1,0 +1,119 @@
+"""Opening one image safely, whatever its mode, orientation or size.
+
+Every path into the model (training, evaluation, prediction, data check) goes through
+``load_image`` so that they all see the same pixels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+# PIL's own default (about 89 M pixels): above it an image is treated as a decompression bomb.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# Dot files and folders (.DS_Store, ._x.jpg, .ipynb_checkpoints, .git) and Office lock files are never data.
+_JUNK_PREFIXES = (".", "~$")
+
+
+class BadImageError(Exception):
+    """An image file that cannot be used; the message is the reason shown to the user."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header of an image says, for data checks."""
+
+    format: str
+    mode: str
+    width: int
+    height: int
+    frames: int
+
+
+def is_hidden(name: str) -> bool:
+    return name.startswith(_JUNK_PREFIXES) or name in {"Thumbs.db", "desktop.ini"}
+
+
+def has_image_extension(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        if path.stat().st_size == 0:
+            raise BadImageError("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except BadImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImageError(f"larger than {MAX_PIXELS:,} pixels (possible decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise BadImageError("not an image PIL can read") from None
+    except OSError as exc:
+        raise BadImageError(f"cannot be read: {exc}") from None
+    if image.width * image.height > MAX_PIXELS:
+        image.close()
+        raise BadImageError(f"larger than {MAX_PIXELS:,} pixels (possible decompression bomb)")
+    return image
+
+
+def probe_image(path: Path) -> ImageInfo:
+    """Read the header only (cheap); raises BadImageError for files that cannot be images."""
+    with _open(path) as image:
+        return ImageInfo(
+            format=image.format or "?",
+            mode=image.mode,
+            width=image.width,
+            height=image.height,
+            frames=getattr(image, "n_frames", 1),
+        )
+
+
+def to_rgb_or_gray(image: Image.Image) -> Image.Image:
+    """Normalise any PIL mode to 8-bit ``RGB`` or ``L``.
+
+    PIL's own ``convert`` clips 16-bit and 32-bit pixels instead of scaling them, and
+    drops transparency onto black; here high-bit-depth images are scaled into 0..255 and
+    transparent pixels are composited onto white, as a viewer shows them.
+    """
+    mode = image.mode
+    if mode in ("RGB", "L"):
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16"):
+            array = array / 257.0
+        elif array.size and array.max() > 255:
+            array = array * (255.0 / array.max())
+        return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
+    if mode == "1":
+        return image.convert("L")
+    has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode a whole image: first frame of animations, EXIF orientation applied, RGB or L."""
+    image = _open(path)
+    try:
+        with image:
+            image.seek(0)
+            image.load()
+            # exif_transpose returns a new image, so it outlives the closed file.
+            return to_rgb_or_gray(ImageOps.exif_transpose(image))
+    except BadImageError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:
+        # Truncated files and corrupt streams surface here, on the full decode.
+        raise BadImageError(f"cannot be decoded: {exc}") from None

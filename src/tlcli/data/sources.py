@@ -1,0 +1,43 @@
+"""``--data``: turn what the user typed into an ``ImageData``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tlcli.config import DataConfig
+from tlcli.data.builtin import BUILTIN_NAMES, TORCHVISION_SETS, load_digits_data, load_torchvision_data
+from tlcli.data.dataset import ImageData
+from tlcli.data.folder import load_folder
+from tlcli.errors import DataError
+
+
+def data_root() -> Path:
+    """Where named data sets live: ``$TLCLI_DATA_DIR``, else ``./data``."""
+    return Path(os.environ.get("TLCLI_DATA_DIR", "data"))
+
+
+def resolve_folder(source: str) -> Path | None:
+    """A path as given, else a name under data/; None when neither exists."""
+    as_given = Path(source).expanduser()
+    if as_given.exists():
+        return as_given
+    under_root = data_root() / source
+    if under_root.exists():
+        return under_root
+    return None
+
+
+def load_data(config: DataConfig) -> ImageData:
+    source = config.source
+    if source == "digits":
+        return load_digits_data(config)
+    if source in TORCHVISION_SETS:
+        return load_torchvision_data(source, data_root(), config)
+    folder = resolve_folder(source)
+    if folder is None:
+        raise DataError(
+            f"no data set '{source}': it is not a folder, not a folder under {data_root()}/, "
+            f"and not a built-in set ({', '.join(BUILTIN_NAMES)})"
+        )
+    return load_folder(folder, config)

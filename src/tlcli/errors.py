@@ -1,0 +1,25 @@
+"""The errors tlcli raises on purpose.
+
+Library code raises these with one sentence that tells the user what went wrong and, where
+possible, what to do; the CLI turns them into ``Error: <message>`` and exit code 1.
+"""
+
+
+class TlcliError(Exception):
+    """A failure the user can act on; the message is shown as is, without a traceback."""
+
+
+class DataError(TlcliError):
+    """The data set is missing, malformed or cannot be trained on."""
+
+
+class ModelError(TlcliError):
+    """An unknown architecture, a bad head size or a bad freeze policy."""
+
+
+class WeightsError(TlcliError):
+    """Pretrained weights could not be found, fetched or loaded."""
+
+
+class CheckpointError(TlcliError):
+    """A checkpoint is missing, truncated, of an unknown version or unsafe to load."""

@@ -1,0 +1,164 @@
+"""Freeze policies: which parameters train, and which layers run in inference mode.
+
+Policies (``--freeze`` in phase 1, ``--unfreeze`` in phase 2):
+  none        train everything
+  backbone    train only the head
+  all         train nothing (evaluation, feature extraction)
+  last:N      train the head and the last N parameterised layers (Keras' "unfreeze the last N")
+  blocks:N    freeze the first N stages of the backbone (ResNet: stem + layer1 .. layerN)
+  re:PATTERN  freeze the parameters whose names match the regular expression
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from tlcli.errors import ModelError
+
+POLICY_FORMS = ("none", "backbone", "all", "last:N", "blocks:N", "re:PATTERN")
+# Where architectures keep their sequence of stages; the first one present with two or more
+# children is used, else the network's own top-level children.
+TRUNK_PATHS = ("features", "trunk_output", "stages", "blocks", "layers", "encoder.layers")
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    total: int
+    trainable: int
+
+    @property
+    def frozen(self) -> int:
+        return self.total - self.trainable
+
+    def to_dict(self) -> dict[str, int]:
+        return {"total": self.total, "trainable": self.trainable, "frozen": self.frozen}
+
+
+def count_parameters(model: nn.Module) -> ParameterCounts:
+    params = list(model.parameters())
+    return ParameterCounts(sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _count_arg(policy: str) -> int:
+    kind, _, value = policy.partition(":")
+    if not value.isdigit():
+        raise ModelError(f"freeze policy '{policy}' needs a whole number after '{kind}:', e.g. {kind}:2")
+    return int(value)
+
+
+def _trunk(model: nn.Module) -> tuple[str, nn.Module]:
+    for path in TRUNK_PATHS:
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            continue
+        if len(list(module.children())) >= 2:
+            return path, module
+    return "", model
+
+
+def backbone_stages(model: nn.Module, head_name: str) -> list[list[str]]:
+    """Parameter names of each backbone stage, in forward order.
+
+    Stages are the parameterised children of the trunk; leading single layers (a ResNet's
+    conv1 and bn1) join the first block as its stem. Backbone parameters outside the trunk
+    (a ViT's class token, a final norm) join the stage that precedes them.
+    """
+    path, trunk = _trunk(model)
+    children = []
+    for child_name, child in trunk.named_children():
+        full = f"{path}.{child_name}" if path else child_name
+        if _under(head_name, full) or _under(full, head_name) or not any(True for _ in child.parameters()):
+            continue
+        children.append((full, child))
+    stages: list[list[str]] = []
+    pending: list[str] = []
+    for full, child in children:
+        pending.append(full)
+        is_block = any(True for _ in child.children())
+        if is_block or stages:
+            stages.append(pending)
+            pending = []
+    if pending:
+        stages += [[name] for name in pending]
+    owner: dict[str, int] = {}
+    names = [name for name, _ in model.named_parameters() if not _under(name, head_name)]
+    for index, prefixes in enumerate(stages):
+        for name in names:
+            if any(_under(name, prefix) for prefix in prefixes):
+                owner[name] = index
+    grouped: list[list[str]] = [[] for _ in stages]
+    current = 0
+    for name in names:
+        current = owner.get(name, current)
+        grouped[current].append(name)
+    return grouped
+
+
+def _parameterised_layers(model: nn.Module, head_name: str) -> list[str]:
+    return [
+        name
+        for name, module in model.named_modules()
+        if any(True for _ in module.parameters(recurse=False)) and not _under(name, head_name)
+    ]
+
+
+def frozen_names(model: nn.Module, policy: str, head_name: str) -> list[str]:
+    """Names of the parameters the policy freezes; raises ModelError for a bad policy."""
+    names = [name for name, _ in model.named_parameters()]
+    backbone = [name for name in names if not _under(name, head_name)]
+    if policy == "none":
+        return []
+    if policy == "all":
+        return names
+    if policy == "backbone":
+        return backbone
+    if policy.startswith("last:"):
+        keep = _count_arg(policy)
+        layers = _parameterised_layers(model, head_name)
+        trainable_layers = set(layers[len(layers) - keep :] if keep else [])
+        return [name for name in backbone if name.rpartition(".")[0] not in trainable_layers]
+    if policy.startswith("blocks:"):
+        count = _count_arg(policy)
+        stages = backbone_stages(model, head_name)
+        if count > len(stages):
+            raise ModelError(f"freeze policy '{policy}': this network has {len(stages)} stages, so N goes from 0 to {len(stages)}")
+        return [name for stage in stages[:count] for name in stage]
+    if policy.startswith("re:"):
+        try:
+            pattern = re.compile(policy[3:])
+        except re.error as exc:
+            raise ModelError(f"freeze policy '{policy}': bad regular expression ({exc})") from None
+        return [name for name in names if pattern.search(name)]
+    raise ModelError(f"unknown freeze policy '{policy}'; use one of {', '.join(POLICY_FORMS)}")
+
+
+def apply_freeze(model: nn.Module, policy: str, head_name: str) -> list[str]:
+    """Set ``requires_grad`` by the policy; returns the frozen parameter names."""
+    frozen = set(frozen_names(model, policy, head_name))
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name not in frozen)
+    return sorted(frozen)
+
+
+def set_train_mode(model: nn.Module, *, bn_train: bool = False) -> None:
+    """``model.train()``, except that wholly frozen parts run as in inference.
+
+    A frozen block keeps its BatchNorm statistics and skips its dropout and stochastic depth,
+    as Keras does for ``trainable=False`` layers, so a frozen backbone is a fixed function.
+    ``bn_train`` lets them update as in plain ``model.train()``.
+    """
+    model.train()
+    if bn_train:
+        return
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()

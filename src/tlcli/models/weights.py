@@ -1,0 +1,146 @@
+"""Pretrained weights: torchvision's weights API, timm's Hugging Face hub, or a file.
+
+Both ecosystems cache what they download (``$TORCH_HOME/hub/checkpoints`` and the Hugging
+Face cache); with no network, a cached file is used and a missing one is an error that
+names the file expected and where to put it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import socket
+import zipfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from tlcli.errors import WeightsError
+
+# Long enough for a slow mirror, short enough that a cron job on a dead network gives up.
+DOWNLOAD_TIMEOUT_S = 60
+
+
+@contextlib.contextmanager
+def _network_timeout(seconds: float):
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def torchvision_cache_file(url: str) -> Path:
+    """Where torch.hub keeps (and first looks for) the file behind ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def torchvision_pretrained(arch: str, weights_name: str | None = None) -> tuple[nn.Module, str]:
+    """Build a torchvision classifier with its ImageNet weights; returns (model, weights id)."""
+    from torchvision import models
+
+    enum = models.get_model_weights(arch)
+    weights = enum[weights_name] if weights_name else enum.DEFAULT
+    cached = torchvision_cache_file(weights.url)
+    was_cached = cached.exists()
+    try:
+        with _network_timeout(DOWNLOAD_TIMEOUT_S):
+            model = models.get_model(arch, weights=weights)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        if was_cached:
+            raise WeightsError(
+                f"the cached weights file {cached} for {arch} cannot be loaded ({exc}); delete it and run again"
+            ) from None
+        raise WeightsError(
+            f"pretrained weights for {arch} are not cached and could not be downloaded ({_short(exc)}): "
+            f"download {weights.url} and place it at {cached} (set TORCH_HOME to move the cache), or use --weights none"
+        ) from None
+    return model, f"torchvision:{arch}.{weights.name}"
+
+
+def timm_cache_hint(model_name: str) -> str:
+    """The Hugging Face cache folder timm reads ``model_name``'s weights from."""
+    import timm
+    from huggingface_hub import constants
+
+    config = timm.models.get_pretrained_cfg(model_name)
+    repo = (config.hf_hub_id if config else None) or f"timm/{model_name}"
+    repo = repo.split("@")[0]
+    return str(Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}")
+
+
+def timm_model(name: str, *, pretrained: bool, num_classes: int | None, dropout: float | None) -> nn.Module:
+    import timm
+
+    kwargs = {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if dropout is not None:
+        kwargs["drop_rate"] = dropout
+    try:
+        with _network_timeout(DOWNLOAD_TIMEOUT_S):
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except Exception as exc:  # hub, file-system and safetensors errors have no common base
+        if not pretrained:
+            raise
+        raise WeightsError(
+            f"pretrained weights for timm:{name} are not cached and could not be downloaded ({_short(exc)}): "
+            f"they belong in {timm_cache_hint(name)} (the Hugging Face cache; set HF_HOME to move it), "
+            "or use --weights none"
+        ) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a state dict file or a tlcli checkpoint, loaded without running pickled code."""
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(
+            f"{path} needs arbitrary pickled code to load, which tlcli refuses; save a plain state_dict instead"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise WeightsError(f"{path} is not a readable weights file ({_short(exc)})") from None
+    if isinstance(loaded, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = loaded.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                loaded = inner
+                break
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise WeightsError(f"{path} holds no state dict (expected a mapping of parameter names to tensors)")
+    # Weights saved from DataParallel/DistributedDataParallel carry a 'module.' prefix.
+    return {key.removeprefix("module."): value for key, value in loaded.items()}
+
+
+def load_weights_file(model: nn.Module, path: Path, head_name: str) -> list[str]:
+    """Load what fits; a head of another size is left freshly initialised. Returns notes."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    usable = {k: v for k, v in state.items() if k in own and k not in mismatched}
+    if not usable:
+        raise WeightsError(f"no tensor in {path} matches this architecture's parameter names; is it for another model?")
+    result = model.load_state_dict(usable, strict=False)
+    notes = [f"loaded {len(usable)} of {len(own)} tensors from {path}"]
+    if mismatched:
+        in_head = all(k.startswith(head_name + ".") for k in mismatched)
+        where = "the head" if in_head else "layers"
+        notes.append(f"{where} of another size re-initialised: {', '.join(mismatched[:6])}")
+    missing = [k for k in result.missing_keys if k not in mismatched]
+    if missing:
+        notes.append(f"missing from the file: {', '.join(missing[:6])}" + (" ..." if len(missing) > 6 else ""))
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        notes.append(f"not used (unknown names): {', '.join(unexpected[:6])}" + (" ..." if len(unexpected) > 6 else ""))
+    return notes
