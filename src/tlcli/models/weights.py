@@ -13,12 +13,13 @@ import pickle
 import socket
 import zipfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from tlcli.errors import WeightsError
+from tlcli.errors import TlcliError, WeightsError
 
 # Long enough for a slow mirror, short enough that a cron job on a dead network gives up.
 DOWNLOAD_TIMEOUT_S = 60
@@ -99,18 +100,23 @@ def _short(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
+def safe_torch_load(path: Path, error: type[TlcliError], what: str) -> Any:
+    """``torch.load`` that never runs pickled code; every failure is one ``error`` sentence."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc) and "Unsupported global" in str(exc):
+            raise error(f"{path} needs arbitrary pickled code to load, which tlcli refuses to run") from None
+        raise error(f"{path} is not a readable {what} ({_short(exc)})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise error(f"{path} is not a readable {what} ({_short(exc)})") from None
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a state dict file or a tlcli checkpoint, loaded without running pickled code."""
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise WeightsError(
-            f"{path} needs arbitrary pickled code to load, which tlcli refuses; save a plain state_dict instead"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise WeightsError(f"{path} is not a readable weights file ({_short(exc)})") from None
+    loaded = safe_torch_load(path, WeightsError, "weights file")
     if isinstance(loaded, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = loaded.get(key)

@@ -1,0 +1,60 @@
+"""Shared test helpers: run the CLI in-process, and write real image files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tlcli.cli import main
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Call ``tlcli ARGS`` in this process; returns exit code, stdout and stderr."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def write_image(path: Path, *, size=(16, 16), mode="RGB", color=None, fmt=None, seed=0, **save_kwargs) -> Path:
+    """A real image file with random (seeded) pixels, or a flat colour."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    if color is not None:
+        image = Image.new(mode, size, color)
+    else:
+        channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode] if mode in ("RGB", "RGBA", "L") else 3
+        pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+        image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode if mode in ("RGB", "RGBA", "L") else "RGB")
+        if mode not in ("RGB", "RGBA", "L"):
+            image = image.convert(mode)
+    image.save(path, format=fmt, **save_kwargs)
+    return path
+
+
+def make_class_folder(root: Path, classes: dict[str, int], *, size=(16, 16)) -> Path:
+    """root/<class>/<i>.png with the given number of images per class."""
+    for class_index, (name, count) in enumerate(classes.items()):
+        for i in range(count):
+            write_image(root / name / f"{i}.png", size=size, seed=class_index * 1000 + i)
+    return root

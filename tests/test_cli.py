@@ -1,0 +1,81 @@
+"""Command-line conventions: exit codes, streams, JSON, help, no tracebacks, no ANSI in pipes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tlcli import __version__
+
+COMMANDS = [["summary"], ["models"], ["data"], ["data", "check"]]
+
+
+def test_version(run_cli):
+    result = run_cli("--version")
+    assert result.code == 0 and result.stdout.strip() == f"tlcli {__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_that_documents_exit_codes(run_cli, command):
+    result = run_cli(*command, "--help")
+    assert result.code == 0
+    assert "Usage:" in result.stdout
+    if command != ["data"]:
+        assert "Exit codes" in result.stdout
+
+
+def test_usage_errors_exit_2_without_a_traceback(run_cli):
+    for args in (["summary", "--no-such-option"], ["no-such-command"], ["summary", "--num-classes", "one"]):
+        result = run_cli(*args)
+        assert result.code == 2, args
+        assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_runtime_errors_are_one_error_line_and_exit_1(run_cli):
+    result = run_cli("summary", "--arch", "resnet19")
+    assert result.code == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: unknown architecture 'resnet19'")
+
+
+def test_debug_adds_the_traceback(run_cli):
+    result = run_cli("--debug", "summary", "--arch", "resnet19")
+    assert result.code == 1
+    assert "Traceback" in result.stderr and "ModelError" in result.stderr
+
+
+def test_bad_hidden_sizes_are_a_clear_error(run_cli):
+    result = run_cli("summary", "--arch", "mlp", "--hidden", "128,x")
+    assert result.code == 1 and "--hidden" in result.stderr
+
+
+def test_models_lists_and_filters(run_cli):
+    result = run_cli("models", "efficientnet_b", "--json")
+    assert result.code == 0
+    names = [row["name"] for row in result.json()]
+    assert "efficientnet_b0" in names and all("efficientnet_b" in n for n in names)
+    table = run_cli("models", "simple")
+    assert "simple_cnn" in table.stdout and "mlp" not in table.stdout
+
+
+def test_python_dash_m_in_a_pipe_has_no_ansi_codes_and_results_go_to_stdout():
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TERM")}
+    done = subprocess.run(
+        [sys.executable, "-m", "tlcli", "models", "resnet1"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0
+    assert "resnet18" in done.stdout and "\x1b[" not in done.stdout + done.stderr
+    assert "architectures" in done.stderr and "architectures" not in done.stdout
+
+
+def test_no_color_is_honoured_even_on_a_forced_terminal():
+    env = {**os.environ, "FORCE_COLOR": "1", "NO_COLOR": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tlcli", "summary", "--arch", "nope"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 1
+    assert "\x1b[3" not in done.stderr and "Error: unknown architecture" in done.stderr
