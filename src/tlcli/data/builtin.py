@@ -93,9 +93,13 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 class _ArraysOnly(pickle.Unpickler):
-    """CIFAR batches are pickles; allow the numpy array machinery and nothing else."""
+    """CIFAR batches are pickles; allow the numpy array machinery and nothing else.
+
+    ``_codecs.encode`` is how Python 3 pickles bytes at protocol 2; it only encodes text.
+    """
 
     ALLOWED = {
+        ("_codecs", "encode"),
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
@@ -161,7 +165,8 @@ def _mnist_like(spec: TorchvisionSet, folder: Path) -> tuple[np.ndarray, list[in
 def _cifar(spec: TorchvisionSet, folder: Path) -> tuple[np.ndarray, list[int], np.ndarray, list[int], list[str]]:
     label_key = "labels" if spec.name == "cifar10" else "fine_labels"
     meta = _read_cifar(folder / spec.files[-1])
-    classes = list(meta.get("label_names" if spec.name == "cifar10" else "fine_label_names", []))
+    names = meta.get("label_names" if spec.name == "cifar10" else "fine_label_names", [])
+    classes = [name.decode() if isinstance(name, bytes) else str(name) for name in names]
 
     def read(names: tuple[str, ...]) -> tuple[np.ndarray, list[int]]:
         batches = [_read_cifar(folder / name) for name in names]
