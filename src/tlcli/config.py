@@ -6,7 +6,7 @@ so a run's resolved configuration can be written next to its outputs with ``asdi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 DEFAULT_ARCH = "efficientnet_b0"
 # The reports' seed; it drives the split, weight initialisation and data order.
@@ -40,10 +40,6 @@ class AugmentConfig:
 
     AUTO_AUGMENT_CHOICES = ("none", "trivial", "rand")
 
-    @property
-    def enabled(self) -> bool:
-        return self != AugmentConfig()
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -63,3 +59,83 @@ class ModelConfig:
     bn_train: bool = False
     # Square input side; None takes the preset of the weights or the architecture.
     input_size: int | None = None
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("none", "cosine", "step", "plateau", "onecycle")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = "adam"  # the reports' choice
+    lr: float = 1e-3  # the reports' phase-1 rate; phase 2 defaults to a tenth of phase 1's
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd and rmsprop
+    nesterov: bool = False  # sgd
+    schedule: str = "cosine"
+    warmup_epochs: int = 0  # linear warm-up before the cosine decay
+    step_size: int = 10  # step: epochs between decays
+    gamma: float = 0.1  # step and plateau: decay factor
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
+    accumulate: int = 1  # batches per optimizer step
+    class_weights: str = "none"  # none | balanced: inverse class frequency in the loss
+    # Phase 2: the backbone's learning rate as a multiple of the head's.
+    backbone_lr_mult: float = 1.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: str = "auto"  # auto | bf16 | fp16 | off; auto: bf16/fp16 on CUDA, off on the CPU
+    channels_last: bool = False
+    compile: bool = False
+    workers: int | None = None  # None: 0 on machines of 2 cores or fewer, else cores - 1 (at most 8)
+    deterministic: bool = False
+    seed: int = DEFAULT_SEED
+    monitor: str = "val_loss"  # val_loss | val_acc: picks best.pt and drives early stopping
+    patience: int = 0  # epochs without improvement before stopping; 0 never stops early
+    out: str | None = None  # run folder; None: checkpoints/<data>-<arch>-<timestamp>
+    overwrite: bool = False  # reuse an --out folder that already holds a run
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    augment: AugmentConfig = AugmentConfig()
+    optim: OptimConfig = OptimConfig()
+    run: RunConfig = RunConfig()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        model = dict(values["model"])
+        model["hidden"] = tuple(model["hidden"])
+        return cls(
+            data=DataConfig(**values["data"]),
+            model=ModelConfig(**model),
+            augment=AugmentConfig(**values["augment"]),
+            optim=OptimConfig(**values["optim"]),
+            run=RunConfig(**values["run"]),
+        )
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Phase 2: continue a run with more of the network unfrozen, at a lower learning rate."""
+
+    source: str  # a run folder, a run name under checkpoints/, or a checkpoint file
+    # all: train everything; else a --freeze policy saying what stays frozen (last:N, blocks:N, ...).
+    unfreeze: str = "all"
+    epochs: int = 5  # the Pokemon report's phase 2
+    lr: float | None = None  # None: phase 1's rate divided by 10
+    backbone_lr_mult: float = 1.0
+    # Any OptimConfig / RunConfig field to change from phase 1 (optimizer, schedule, device, out, ...).
+    optim_overrides: tuple[tuple[str, object], ...] = ()
+    run_overrides: tuple[tuple[str, object], ...] = ()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -67,3 +68,28 @@ def _render(report) -> None:
                 output.out.print(f"  {item.path}: {item.reason}", markup=False)
     for note in data.notes:
         output.warn(note)
+
+
+@app.command("export", epilog="Exit codes: 0 success, 1 runtime failure, 2 usage error.")
+def export(
+    source: Annotated[str, typer.Argument(help="A folder, a name under data/, or a built-in set.")],
+    dest: Annotated[Path, typer.Argument(help="New folder to write <split>/<class>/<n>.png into.")],
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many images per split and class.")] = None,
+    val_split: options.ValSplit = _DEFAULTS.val_split,
+    test_split: options.TestSplit = _DEFAULTS.test_split,
+    seed: options.Seed = _DEFAULTS.seed,
+    download: options.Download = False,
+    as_json: options.JsonOption = False,
+) -> None:
+    """Write a data set as PNG files in a pre-split folder (train/val/test/<class>/).
+
+    Training on the folder reproduces the source's split; e.g. tlcli data export digits data/digits-png
+    """
+    from tlcli.data.export import export_images
+
+    config = options.data_config(source, val_split, test_split, seed, _DEFAULTS.max_bad, download)
+    written = export_images(config, dest, limit=limit)
+    if as_json:
+        output.print_json({"dest": str(dest), "images": written})
+        return
+    output.out.print(f"{dest}: " + ", ".join(f"{count} {split}" for split, count in written.items()), markup=False)

@@ -57,3 +57,41 @@ def model_config(arch, num_classes, weights, dropout, hidden, freeze, bn_train, 
 def data_config(data, val_split, test_split, seed, max_bad, download) -> DataConfig:
     return DataConfig(source=data, val_split=val_split, test_split=test_split, seed=seed, max_bad=max_bad, download=download)
 
+
+
+_AUG = "Augmentation (training only)"
+HFlip = Annotated[bool, typer.Option("--hflip", help="Random horizontal flips.", rich_help_panel=_AUG)]
+Rotate = Annotated[float, typer.Option("--rotate", min=0.0, max=180.0, help="Random rotation up to this many degrees either way.", rich_help_panel=_AUG)]
+Zoom = Annotated[float, typer.Option("--zoom", min=0.0, max=0.99, help="Random zoom by up to this fraction (0.2: scale 0.8-1.2).", rich_help_panel=_AUG)]
+Contrast = Annotated[float, typer.Option("--contrast", min=0.0, max=0.99, help="Random contrast change by up to this fraction.", rich_help_panel=_AUG)]
+ColorJitter = Annotated[float, typer.Option("--color-jitter", min=0.0, max=0.99, help="Random brightness, contrast and saturation by this fraction.", rich_help_panel=_AUG)]
+AutoAugment = Annotated[str, typer.Option("--auto-augment", help="none | trivial (TrivialAugmentWide) | rand (RandAugment).", rich_help_panel=_AUG)]
+
+_OPT = "Optimisation"
+Optimizer = Annotated[str, typer.Option("--optimizer", help="adam | adamw | sgd | rmsprop.", rich_help_panel=_OPT)]
+WeightDecay = Annotated[float, typer.Option("--weight-decay", min=0.0, help="Weight decay.", rich_help_panel=_OPT)]
+Momentum = Annotated[float, typer.Option("--momentum", min=0.0, max=1.0, help="Momentum of sgd and rmsprop.", rich_help_panel=_OPT)]
+Nesterov = Annotated[bool, typer.Option("--nesterov", help="Nesterov momentum (sgd).", rich_help_panel=_OPT)]
+Schedule = Annotated[str, typer.Option("--schedule", help="none | cosine | step | plateau | onecycle.", rich_help_panel=_OPT)]
+WarmupEpochs = Annotated[int, typer.Option("--warmup-epochs", min=0, help="Linear warm-up epochs before the cosine decay.", rich_help_panel=_OPT)]
+StepSize = Annotated[int, typer.Option("--step-size", min=1, help="step schedule: epochs between decays.", rich_help_panel=_OPT)]
+Gamma = Annotated[float, typer.Option("--gamma", min=0.0, max=1.0, help="step and plateau schedules: decay factor.", rich_help_panel=_OPT)]
+LabelSmoothing = Annotated[float, typer.Option("--label-smoothing", min=0.0, max=0.99, help="Label smoothing of the loss.", rich_help_panel=_OPT)]
+GradClip = Annotated[float, typer.Option("--grad-clip", min=0.0, help="Clip the gradient norm to this; 0 turns it off.", rich_help_panel=_OPT)]
+Accumulate = Annotated[int, typer.Option("--accumulate", min=1, help="Batches per optimiser step (gradient accumulation).", rich_help_panel=_OPT)]
+ClassWeights = Annotated[str, typer.Option("--class-weights", help="none | balanced (inverse class frequency in the loss).", rich_help_panel=_OPT)]
+
+_RUN = "Run"
+Epochs = Annotated[int, typer.Option("--epochs", "-e", min=1, help="Epochs to train.", rich_help_panel=_RUN)]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.", rich_help_panel=_RUN)]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.", rich_help_panel=_RUN)]
+Amp = Annotated[str, typer.Option("--amp", help="auto | bf16 | fp16 | off. auto: bf16 (else fp16) on CUDA, off on the CPU.", rich_help_panel=_RUN)]
+ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="channels-last memory format.", rich_help_panel=_RUN)]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first epoch).", rich_help_panel=_RUN)]
+Workers = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data loader processes [default: 0 on 2 cores or fewer, else cores-1, at most 8].", rich_help_panel=_RUN)]
+Deterministic = Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms: identical runs for the same seed.", rich_help_panel=_RUN)]
+Monitor = Annotated[str, typer.Option("--monitor", help="val_loss | val_acc: picks best.pt and drives early stopping.", rich_help_panel=_RUN)]
+Patience = Annotated[int, typer.Option("--patience", min=0, help="Stop after this many epochs without improvement; 0 never stops early.", rich_help_panel=_RUN)]
+Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder [default: checkpoints/<data>-<arch>-<timestamp>].", rich_help_panel=_RUN)]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Reuse an --out folder that already holds a run.", rich_help_panel=_RUN)]
+Tensorboard = Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard scalars to <run>/tensorboard (extra tlcli[tensorboard]).", rich_help_panel=_RUN)]

@@ -13,8 +13,10 @@ from typing import Any
 from rich.console import Console
 
 # file=None makes Rich look up sys.stdout / sys.stderr at each write, so redirection works.
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+# Off a terminal Rich assumes 80 columns; logs and pipes get room for full paths instead.
+_PIPE_WIDTH = 200
+out = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+err = Console(stderr=True, soft_wrap=True, highlight=False, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 
 
 def print_json(document: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -11,7 +11,8 @@ from tlcli.config import DEFAULT_ARCH
 
 
 def summary(
-    arch: options.Arch = DEFAULT_ARCH,
+    checkpoint: Annotated[Optional[str], typer.Argument(help="A checkpoint file, run folder or run name to summarise as saved.")] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", "-a", help=f"Architecture to summarise [default: the latest run's checkpoint if any, else {DEFAULT_ARCH}].", rich_help_panel="Model")] = None,
     num_classes: options.NumClasses = None,
     weights: options.Weights = None,
     dropout: options.Dropout = None,
@@ -24,13 +25,28 @@ def summary(
 ) -> None:
     """Print a model's layers, shapes, parameter counts and which of them train.
 
-    No weights are read: the table describes the architecture, its new head and the freeze
-    policy, e.g. tlcli summary --arch efficientnet_b0 --num-classes 150 --freeze backbone
+    With --arch no weights are read: the table describes the architecture, its new head and
+    the freeze policy, e.g. tlcli summary --arch efficientnet_b0 --num-classes 150 --freeze backbone.
+    With a checkpoint (or bare, when a run exists) it shows the model as saved.
     """
-    from tlcli.models.summary import summarize_architecture
+    from tlcli.errors import CheckpointError
+    from tlcli.models.summary import summarize_architecture, summarize_checkpoint
+    from tlcli.runs import resolve_checkpoint
 
-    config = options.model_config(arch, num_classes, weights, dropout, hidden, freeze, bn_train, input_size)
-    built, table = summarize_architecture(config, depth=depth)
+    path = None
+    if checkpoint is not None:
+        path = resolve_checkpoint(checkpoint)
+    elif arch is None:
+        try:
+            path = resolve_checkpoint(None)
+        except CheckpointError:
+            output.info(f"no run in checkpoints/ yet: showing {DEFAULT_ARCH} with its ImageNet head")
+    if path is not None:
+        output.info(f"showing the model saved in {path}")
+        built, table = summarize_checkpoint(path, depth=depth)
+    else:
+        config = options.model_config(arch or DEFAULT_ARCH, num_classes, weights, dropout, hidden, freeze, bn_train, input_size)
+        built, table = summarize_architecture(config, depth=depth)
     if as_json:
         output.print_json({"model": built.describe(), "freeze": built.freeze_policy, "preprocess": built.preprocess.to_dict(), **table.to_dict()})
         return

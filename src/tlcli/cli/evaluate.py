@@ -1,0 +1,66 @@
+"""``tlcli evaluate``: metrics, per-class report, confusion matrices and worst mistakes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Column, Table
+
+from tlcli.cli import options, output
+
+
+def evaluate(
+    checkpoint: Annotated[Optional[str], typer.Argument(help="A checkpoint file, run folder or run name [default: the latest run's best.pt].")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluate on other data [default: the checkpoint's, split as in training].")] = None,
+    split: Annotated[str, typer.Option("--split", help="test | val | train.")] = "test",
+    batch_size: options.BatchSize = 64,
+    device: options.Device = "auto",
+    amp: options.Amp = "auto",
+    workers: options.Workers = None,
+    mistakes: Annotated[int, typer.Option("--mistakes", min=0, help="How many of the most confident mistakes to list.")] = 10,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Folder for the figures and metrics [default: <run>/eval-<split>].")] = None,
+    as_json: options.JsonOption = False,
+) -> None:
+    """Evaluate a checkpoint on the held-out split it was trained beside (rebuilt exactly).
+
+    Prints loss, accuracy, top-k accuracy, macro and weighted precision/recall/F1, the
+    per-class report, the train-val gap with its over/under-fitting reading and the most
+    confident mistakes; writes confusion matrices (PNG raw and normalised, CSV) and metrics.json.
+    """
+    from tlcli.evaluation import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        checkpoint, data=data, split=split, batch_size=batch_size, device=device, amp=amp, workers=workers, mistakes=mistakes, out=out
+    )
+    for note in result.notes:
+        output.warn(note)
+    if as_json:
+        output.print_json(result.to_dict())
+        return
+    m = result.metrics
+    topk = "  ".join(f"top-{k} {v:.4f}" for k, v in m.topk.items())
+    output.out.print(
+        f"{result.checkpoint} on {result.data} [{result.split}], {result.images} images\n"
+        f"loss {result.loss:.4f}  accuracy {m.accuracy:.4f}  {topk}\n"
+        f"macro     precision {m.precision_macro:.4f}  recall {m.recall_macro:.4f}  f1 {m.f1_macro:.4f}\n"
+        f"weighted  precision {m.precision_weighted:.4f}  recall {m.recall_weighted:.4f}  f1 {m.f1_weighted:.4f}",
+        markup=False,
+    )
+    table = Table("class", "precision", "recall", "f1", "support", title="per class")
+    for row in m.per_class:
+        table.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    output.out.print(table)
+    if result.fit:
+        fit = result.fit
+        output.out.print(
+            f"train - val accuracy gap at epoch {fit['epoch']}: {fit['gap']:+.3f} "
+            f"(train {fit['train_acc']:.3f}, val {fit['val_acc']:.3f}): {fit['verdict']}",
+            markup=False,
+        )
+    if result.mistakes:
+        worst = Table(Column("image", overflow="fold"), "true", "predicted", "confidence", title="most confident mistakes")
+        for row in result.mistakes:
+            worst.add_row(row["image"], row["true"], row["predicted"], f"{row['confidence']:.3f}")
+        output.out.print(worst)
+    output.out.print("\n".join(f"{name}: {path}" for name, path in result.files.items()), markup=False)

@@ -1,0 +1,151 @@
+"""``tlcli train`` (phase 1, or a whole from-scratch run) and ``tlcli finetune`` (phase 2)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tlcli.cli import options, output
+from tlcli.cli.progress import make_observer
+from tlcli.config import DEFAULT_ARCH, AugmentConfig, DataConfig, FinetuneConfig, OptimConfig, RunConfig, TrainConfig
+
+_D, _O, _R = DataConfig(), OptimConfig(), RunConfig()
+EPILOG = "Exit codes: 0 success, 1 runtime failure (one 'Error:' line), 2 usage error, 130 interrupted (last.pt is intact)."
+
+
+def _render(result) -> None:
+    document = result.to_dict()
+    final = document["final"] or {}
+    lines = [f"run: {document['run_dir']}"]
+    if document["start"]:
+        lines.append(f"phase {document['phase']} start: val loss {document['start']['val_loss']:.4f} acc {document['start']['val_acc']:.4f}")
+    if final:
+        val = "" if math.isnan(final["val_acc"]) else f", val loss {final['val_loss']:.4f} acc {final['val_acc']:.4f}"
+        lines.append(f"last epoch {final['epoch']}: train loss {final['train_loss']:.4f} acc {final['train_acc']:.4f}{val}")
+    best = document["best_metric"]
+    lines.append(f"best {document['monitor']}: {best:.4f} at epoch {document['best_epoch']} of this phase" if best is not None else "no best epoch")
+    if document["stopped_early"]:
+        lines.append("stopped early")
+    lines += [f"{name}: {path}" for name, path in document["files"].items()]
+    output.out.print("\n".join(lines), markup=False)
+
+
+def train(
+    data: options.Data = _D.source,
+    arch: options.Arch = DEFAULT_ARCH,
+    num_classes: options.NumClasses = None,
+    weights: options.Weights = None,
+    dropout: options.Dropout = None,
+    hidden: options.Hidden = "128,64",
+    freeze: options.Freeze = None,
+    bn_train: options.BnTrain = False,
+    input_size: options.InputSize = None,
+    val_split: options.ValSplit = _D.val_split,
+    test_split: options.TestSplit = _D.test_split,
+    seed: options.Seed = _D.seed,
+    max_bad: options.MaxBad = _D.max_bad,
+    download: options.Download = False,
+    hflip: options.HFlip = False,
+    rotate: options.Rotate = 0.0,
+    zoom: options.Zoom = 0.0,
+    contrast: options.Contrast = 0.0,
+    color_jitter: options.ColorJitter = 0.0,
+    auto_augment: options.AutoAugment = "none",
+    optimizer: options.Optimizer = _O.optimizer,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Learning rate.", rich_help_panel="Optimisation")] = _O.lr,
+    weight_decay: options.WeightDecay = _O.weight_decay,
+    momentum: options.Momentum = _O.momentum,
+    nesterov: options.Nesterov = False,
+    schedule: options.Schedule = _O.schedule,
+    warmup_epochs: options.WarmupEpochs = _O.warmup_epochs,
+    step_size: options.StepSize = _O.step_size,
+    gamma: options.Gamma = _O.gamma,
+    label_smoothing: options.LabelSmoothing = _O.label_smoothing,
+    grad_clip: options.GradClip = _O.grad_clip,
+    accumulate: options.Accumulate = _O.accumulate,
+    class_weights: options.ClassWeights = _O.class_weights,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", min=1, help=f"Epochs to train [default: {_R.epochs}; with --resume: the run's own].", rich_help_panel="Run")] = None,
+    batch_size: options.BatchSize = _R.batch_size,
+    device: options.Device = _R.device,
+    amp: options.Amp = _R.amp,
+    channels_last: options.ChannelsLast = False,
+    compile: options.Compile = False,
+    workers: options.Workers = None,
+    deterministic: options.Deterministic = False,
+    monitor: options.Monitor = _R.monitor,
+    patience: options.Patience = _R.patience,
+    out: options.Out = None,
+    overwrite: options.Overwrite = False,
+    tensorboard: options.Tensorboard = False,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run from its last.pt (only --epochs may change).", rich_help_panel="Run")] = None,
+    as_json: options.JsonOption = False,
+) -> None:
+    """Train a model: phase 1 of transfer learning (backbone frozen), or a whole from-scratch run.
+
+    With pretrained weights the backbone is frozen by default (--freeze backbone); with
+    --weights none everything trains. Writes best.pt, last.pt, config.json, history.csv,
+    curves.png and log.txt to the run folder.
+    """
+    from tlcli import training
+
+    observer = make_observer()
+    if resume is not None:
+        result = training.resume(resume, epochs=epochs, observer=observer)
+    else:
+        config = TrainConfig(
+            data=options.data_config(data, val_split, test_split, seed, max_bad, download),
+            model=options.model_config(arch, num_classes, weights, dropout, hidden, freeze, bn_train, input_size),
+            augment=AugmentConfig(hflip, rotate, zoom, contrast, color_jitter, auto_augment),
+            optim=OptimConfig(
+                optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_epochs, step_size, gamma,
+                label_smoothing, grad_clip, accumulate, class_weights,
+            ),
+            run=RunConfig(
+                epochs or _R.epochs, batch_size, device, amp, channels_last, compile, workers, deterministic, seed, monitor, patience,
+                out, overwrite, tensorboard,
+            ),
+        )
+        result = training.train(config, observer=observer)
+    output.print_json(result.to_dict()) if as_json else _render(result)
+
+
+def finetune(
+    source: Annotated[str, typer.Option("--from", help="The phase-1 run: a run folder, a run name under checkpoints/, or a checkpoint file.")],
+    unfreeze: Annotated[str, typer.Option("--unfreeze", help="all, or a --freeze policy for what stays frozen: last:N trains the last N layers, blocks:N keeps the first N stages frozen.")] = "all",
+    epochs: options.Epochs = 5,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate [default: phase 1's divided by 10].", rich_help_panel="Optimisation")] = None,
+    backbone_lr_mult: Annotated[float, typer.Option("--backbone-lr-mult", min=0.0, help="Backbone learning rate as a multiple of the head's.", rich_help_panel="Optimisation")] = 1.0,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="Change phase 1's optimiser.", rich_help_panel="Optimisation")] = None,
+    schedule: Annotated[Optional[str], typer.Option("--schedule", help="Change phase 1's schedule.", rich_help_panel="Optimisation")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="Change phase 1's weight decay.", rich_help_panel="Optimisation")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Change phase 1's batch size.", rich_help_panel="Run")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="Change phase 1's device.", rich_help_panel="Run")] = None,
+    amp: Annotated[Optional[str], typer.Option("--amp", help="Change phase 1's mixed precision.", rich_help_panel="Run")] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", min=0, help="Change phase 1's early-stopping patience.", rich_help_panel="Run")] = None,
+    workers: options.Workers = None,
+    out: options.Out = None,
+    as_json: options.JsonOption = False,
+) -> None:
+    """Phase 2: unfreeze (all by default) and fine-tune a trained run at a lower learning rate.
+
+    Loads the run's best.pt with its trained head, continues its history, and writes a new run
+    folder that records its parent. Data, model and augmentation are phase 1's.
+    """
+    from tlcli import training
+
+    optim = {"optimizer": optimizer, "schedule": schedule, "weight_decay": weight_decay}
+    run = {"batch_size": batch_size, "device": device, "amp": amp, "patience": patience, "workers": workers, "out": out}
+    config = FinetuneConfig(
+        source=source,
+        unfreeze=unfreeze,
+        epochs=epochs,
+        lr=lr,
+        backbone_lr_mult=backbone_lr_mult,
+        optim_overrides=tuple((k, v) for k, v in optim.items() if v is not None),
+        run_overrides=tuple((k, v) for k, v in run.items() if v is not None),
+    )
+    result = training.finetune(config, observer=make_observer())
+    output.print_json(result.to_dict()) if as_json else _render(result)

@@ -1,0 +1,92 @@
+"""From an ``ImageSet`` to batches of tensors.
+
+An image that fails to decode mid-run (a truncated file the header check could not see) is
+dropped from its batch and its name travels with the batch, so the training loop can warn
+and count it, also when the decoding happened in a worker process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tlcli.data.images import BadImageError
+from tlcli.data.imagesets import ImageSet
+from tlcli.engine.device import seed_worker
+from tlcli.engine.distributed import make_sampler
+
+
+class TransformedImages(Dataset):
+    def __init__(self, images: ImageSet, transform: Callable, label_map: list[int] | None = None):
+        self.images = images
+        self.transform = transform
+        # Maps the data's class indices to the model's (evaluation data may order classes differently).
+        self.label_map = label_map
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        label = self.images.labels[index]
+        if self.label_map is not None:
+            label = self.label_map[label]
+        try:
+            return self.transform(self.images.load(index)), label, index, None
+        except BadImageError as exc:
+            return None, label, index, f"{self.images.name(index)}: {exc}"
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor  # positions in the ImageSet, to name mistakes later
+    skipped: list[str]  # "path: reason" of images that failed to decode
+
+
+def collate(samples: list) -> Batch:
+    good = [s for s in samples if s[3] is None]
+    skipped = [s[3] for s in samples if s[3] is not None]
+    if not good:
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped)
+    return Batch(
+        torch.stack([s[0] for s in good]),
+        torch.tensor([s[1] for s in good], dtype=torch.long),
+        torch.tensor([s[2] for s in good], dtype=torch.long),
+        skipped,
+    )
+
+
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    seed: int,
+    pin_memory: bool = False,
+    persistent: bool = True,
+) -> DataLoader:
+    """``persistent`` keeps workers between epochs (faster), at the price of their random
+    streams running on across epochs, so a resumed run's augmentation differs; deterministic
+    runs turn it off."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=make_sampler(dataset, shuffle=shuffle, generator=generator),
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        worker_init_fn=seed_worker if workers else None,
+        generator=generator,
+        persistent_workers=persistent and workers > 0,
+    )
+
+
+def reseed_loader(loader: DataLoader, seed: int) -> None:
+    """Make this epoch's order (and the workers' augmentation seeds) a function of ``seed`` alone."""
+    loader.generator.manual_seed(seed)

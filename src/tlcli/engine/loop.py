@@ -1,0 +1,258 @@
+"""The training loop: ``train_one_epoch``, ``evaluate`` and ``fit``, plain and readable.
+
+Mixed precision has no branches: ``autocast`` and ``GradScaler`` are simply disabled when
+running in fp32. Metric sums go through ``reduce_sums`` so that they are right under DDP too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tlcli.data.loading import reseed_loader
+from tlcli.engine.device import Precision
+from tlcli.engine.distributed import reduce_sums
+from tlcli.errors import TlcliError
+from tlcli.models.freeze import set_train_mode
+
+
+class Observer:
+    """What the loop reports as it goes; the CLI draws progress bars or log lines from it."""
+
+    def epoch_start(self, phase: int, epoch: int, epochs: int, batches: int) -> None: ...
+
+    def batch_end(self, done: int, loss: float, accuracy: float, images_per_s: float) -> None: ...
+
+    def epoch_end(self, row: dict) -> None: ...
+
+    def warning(self, text: str) -> None: ...
+
+
+@dataclass
+class Pass:
+    """One pass over a loader: mean loss, accuracy, and what it saw."""
+
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+    skipped: list[str] = field(default_factory=list)
+    logits: torch.Tensor | None = None  # evaluate(collect=True) only
+    labels: torch.Tensor | None = None
+    indices: torch.Tensor | None = None
+
+
+def _to_device(batch, device: torch.device, channels_last: bool):
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    images = batch.images.to(device, non_blocking=True, memory_format=memory_format)
+    return images, batch.labels.to(device, non_blocking=True)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    *,
+    device: torch.device,
+    precision: Precision,
+    bn_train: bool = False,
+    accumulate: int = 1,
+    grad_clip: float = 0.0,
+    channels_last: bool = False,
+    batch_scheduler=None,
+    observer: Observer | None = None,
+) -> Pass:
+    set_train_mode(model, bn_train=bn_train)
+    observer = observer or Observer()
+    sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
+    skipped: list[str] = []
+    started = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    batches = len(loader)
+    for step, batch in enumerate(loader, start=1):
+        skipped += batch.skipped
+        if len(batch.labels):
+            images, labels = _to_device(batch, device, channels_last)
+            with precision.autocast():
+                logits = model(images)
+                loss = criterion(logits, labels)
+            if not torch.isfinite(loss):
+                raise TlcliError(f"the loss became {loss.item()} at batch {step}; lower --lr or use --grad-clip")
+            scaler.scale(loss / accumulate).backward()
+            count = len(labels)
+            sums += torch.tensor([loss.item() * count, (logits.argmax(1) == labels).sum().item(), count], dtype=torch.float64)
+        if step % accumulate == 0 or step == batches:
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if batch_scheduler is not None:
+                batch_scheduler.step()
+        seen = max(sums[2].item(), 1.0)
+        observer.batch_end(step, sums[0].item() / seen, sums[1].item() / seen, sums[2].item() / (time.perf_counter() - started))
+    total = reduce_sums(sums)
+    count = max(total[2].item(), 1.0)
+    return Pass(total[0].item() / count, total[1].item() / count, int(total[2].item()), time.perf_counter() - started, skipped)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    *,
+    device: torch.device,
+    precision: Precision,
+    channels_last: bool = False,
+    collect: bool = False,
+) -> Pass:
+    """Loss and accuracy over ``loader``; with ``collect``, also every logit, label and index."""
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64)
+    skipped: list[str] = []
+    outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    started = time.perf_counter()
+    for batch in loader:
+        skipped += batch.skipped
+        if not len(batch.labels):
+            continue
+        images, labels = _to_device(batch, device, channels_last)
+        with precision.autocast():
+            logits = model(images)
+        logits = logits.float()
+        loss = criterion(logits, labels)
+        count = len(labels)
+        sums += torch.tensor([loss.item() * count, (logits.argmax(1) == labels).sum().item(), count], dtype=torch.float64)
+        if collect:
+            outputs.append((logits.cpu(), batch.labels, batch.indices))
+    total = reduce_sums(sums)
+    count = total[2].item()
+    result = Pass(
+        total[0].item() / count if count else math.nan,
+        total[1].item() / count if count else math.nan,
+        int(count),
+        time.perf_counter() - started,
+        skipped,
+    )
+    if collect and outputs:
+        result.logits, result.labels, result.indices = (torch.cat(parts) for parts in zip(*outputs))
+    return result
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint so a resumed run picks up exactly here."""
+
+    epoch: int = 0  # epochs completed in this phase
+    step: int = 0  # optimizer steps in this phase
+    best_metric: float | None = None
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    stopped_early: bool = False
+
+    def improved(self, value: float, monitor: str) -> bool:
+        if self.best_metric is None or math.isnan(self.best_metric):
+            return not math.isnan(value)
+        return value < self.best_metric if monitor.endswith("loss") else value > self.best_metric
+
+
+@dataclass
+class Trainer:
+    """Everything ``fit`` needs, built once by the caller."""
+
+    model: nn.Module
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    scheduler: object | None
+    scheduler_per_batch: bool
+    device: torch.device
+    precision: Precision
+    phase: int = 1
+    seed: int = 0
+    bn_train: bool = False
+    accumulate: int = 1
+    grad_clip: float = 0.0
+    channels_last: bool = False
+    monitor: str = "val_loss"
+    patience: int = 0
+
+
+def fit(
+    trainer: Trainer,
+    *,
+    epochs: int,
+    progress: Progress,
+    history: list[dict],
+    save: Callable[[Progress, list[dict], bool], None],
+    observer: Observer | None = None,
+    epoch_offset: int = 0,
+) -> Progress:
+    """Train until ``epochs`` (counted in this phase) or early stopping; ``save`` after each epoch.
+
+    Each epoch reseeds from (seed, epoch), so a resumed run continues exactly as an
+    uninterrupted one would have.
+    """
+    observer = observer or Observer()
+    t = trainer
+    while progress.epoch < epochs and not progress.stopped_early:
+        epoch = progress.epoch + 1
+        torch.manual_seed(t.seed * 1000 + epoch)
+        reseed_loader(t.train_loader, t.seed * 1000 + epoch)
+        observer.epoch_start(t.phase, epoch, epochs, len(t.train_loader))
+        lr = t.optimizer.param_groups[0]["lr"]
+        trained = train_one_epoch(
+            t.model, t.train_loader, t.criterion, t.optimizer, t.scaler,
+            device=t.device, precision=t.precision, bn_train=t.bn_train, accumulate=t.accumulate,
+            grad_clip=t.grad_clip, channels_last=t.channels_last,
+            batch_scheduler=t.scheduler if t.scheduler_per_batch else None, observer=observer,
+        )
+        validated = (
+            evaluate(t.model, t.val_loader, t.criterion, device=t.device, precision=t.precision, channels_last=t.channels_last)
+            if t.val_loader is not None
+            else None
+        )
+        for skipped in trained.skipped + (validated.skipped if validated else []):
+            observer.warning(f"skipped unreadable image {skipped}")
+        progress.epoch = epoch
+        progress.step += math.ceil(len(t.train_loader) / t.accumulate)
+        row = {
+            "phase": t.phase,
+            "epoch": epoch_offset + epoch,
+            "train_loss": trained.loss,
+            "train_acc": trained.accuracy,
+            "val_loss": validated.loss if validated else math.nan,
+            "val_acc": validated.accuracy if validated else math.nan,
+            "lr": lr,
+            "seconds": trained.seconds + (validated.seconds if validated else 0.0),
+            "images_per_s": trained.images / trained.seconds if trained.seconds else 0.0,
+        }
+        history.append(row)
+        monitored = row[t.monitor] if validated else row["train_loss"]
+        is_best = progress.improved(monitored, t.monitor if validated else "train_loss")
+        if is_best:
+            progress.best_metric, progress.best_epoch, progress.epochs_without_improvement = monitored, epoch, 0
+        else:
+            progress.epochs_without_improvement += 1
+        if t.scheduler is not None and not t.scheduler_per_batch:
+            if isinstance(t.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                t.scheduler.step(monitored)
+            else:
+                t.scheduler.step()
+        if t.patience and progress.epochs_without_improvement >= t.patience:
+            progress.stopped_early = True
+        save(progress, history, is_best)
+        observer.epoch_end(row)
+    return progress

@@ -1,0 +1,96 @@
+"""``predict``: classify image files with a checkpoint, applying the preprocessing it trained with."""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
+from tlcli.data.images import BadImageError, has_image_extension, is_hidden, load_image
+from tlcli.data.transforms import build_transform
+from tlcli.engine.device import resolve_device
+from tlcli.errors import TlcliError
+from tlcli.runs import resolve_checkpoint
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]]  # (class, probability), most likely first; empty on error
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "predictions": [{"label": label, "probability": p} for label, p in self.top],
+            "error": self.error,
+        }
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Prediction]]:
+    """Files, folders (every image below) and globs, in order; what matches nothing is an error entry."""
+    found: list[Path] = []
+    missing: list[Prediction] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and has_image_extension(p) and not any(is_hidden(part) for part in p.relative_to(path).parts)
+            )
+        elif path.is_file():
+            found.append(path)
+        elif any(c in item for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
+            found += matches
+            if not matches:
+                missing.append(Prediction(item, [], "no file matches this pattern"))
+        else:
+            missing.append(Prediction(item, [], "no such file or folder"))
+    return found, missing
+
+
+def predict(
+    inputs: list[str], *, checkpoint: str | None = None, topk: int = 5, device: str = "auto", batch_size: int = 32
+) -> tuple[Path, list[Prediction]]:
+    """Returns the checkpoint used and one Prediction per input image, failures included."""
+    if topk < 1:
+        raise TlcliError(f"--topk must be at least 1, got {topk}")
+    path = resolve_checkpoint(checkpoint)
+    state = load_checkpoint(path)
+    built = model_from_checkpoint(state)
+    classes = state["classes"]
+    torch_device = resolve_device(device)
+    model = built.model.to(torch_device).eval()
+    transform = build_transform(built.preprocess)
+    files, results = expand_inputs(inputs)
+    if not files and not results:
+        raise TlcliError("no images given")
+    k = min(topk, len(classes))
+    by_path: dict[Path, Prediction] = {}
+    batch: list[tuple[Path, torch.Tensor]] = []
+
+    def flush() -> None:
+        with torch.no_grad():
+            probabilities = model(torch.stack([t for _, t in batch]).to(torch_device)).float().softmax(1).cpu()
+        values, indices = probabilities.topk(k, dim=1)
+        for (file, _), row_values, row_indices in zip(batch, values, indices):
+            by_path[file] = Prediction(str(file), [(classes[int(i)], float(v)) for v, i in zip(row_values, row_indices)])
+        batch.clear()
+
+    for file in files:
+        try:
+            batch.append((file, transform(load_image(file))))
+        except BadImageError as exc:
+            by_path[file] = Prediction(str(file), [], str(exc))
+        except OSError as exc:
+            by_path[file] = Prediction(str(file), [], f"cannot be read: {exc.strerror or exc}")
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return path, [by_path[file] for file in files] + results

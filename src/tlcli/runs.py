@@ -1,0 +1,128 @@
+"""Run folders: where a run writes, the lock that keeps two runs out of one folder, and
+finding a run or checkpoint again from what the user typed."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tlcli.errors import CheckpointError, TlcliError
+
+LATEST = "latest"
+HISTORY_FIELDS = ("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+
+
+def checkpoints_root() -> Path:
+    """``$TLCLI_CHECKPOINTS_DIR``, else ``./checkpoints``."""
+    return Path(os.environ.get("TLCLI_CHECKPOINTS_DIR", "checkpoints"))
+
+
+def default_run_name(data: str, arch: str, suffix: str = "") -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{Path(data).name or data}-{arch.replace(':', '_')}{suffix}")
+    return f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+class RunFolder:
+    """A run's output folder, locked for as long as the run writes to it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock_handle = None
+
+    last = property(lambda self: self.path / "last.pt")
+    best = property(lambda self: self.path / "best.pt")
+    curves = property(lambda self: self.path / "curves.png")
+
+    def open(self, *, fresh: bool, overwrite: bool = False) -> RunFolder:
+        """Create and lock the folder. ``fresh`` runs refuse a folder holding another run."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / ".lock", "a+")
+        except OSError as exc:
+            raise TlcliError(f"cannot write to the run folder {self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise TlcliError(f"run folder {self.path} is in use by {holder}; wait for it or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"tlcli pid {os.getpid()}")
+        handle.flush()
+        self._lock_handle = handle
+        if fresh and self.last.exists() and not overwrite:
+            self.close()
+            raise TlcliError(f"{self.path} already holds a run; use --resume {self.last}, another --out, or --overwrite")
+        return self
+
+    def close(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def write_json(self, name: str, document: Any) -> Path:
+        path = self.path / name
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(document, indent=2, default=str) + "\n")
+        os.replace(temporary, path)
+        return path
+
+    def write_history(self, history: list[dict]) -> Path:
+        path = self.path / "history.csv"
+        temporary = path.with_name(".history.csv.tmp")
+        with open(temporary, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(history)
+        os.replace(temporary, path)
+        return path
+
+    def log(self, line: str) -> None:
+        with open(self.path / "log.txt", "a") as stream:
+            stream.write(f"{datetime.now().isoformat(timespec='seconds')} {line}\n")
+
+    def point_latest(self) -> None:
+        """``<parent>/latest`` -> this run, replaced atomically."""
+        link = self.path.parent / LATEST
+        temporary = self.path.parent / f".{LATEST}.{os.getpid()}"
+        try:
+            if temporary.is_symlink() or temporary.exists():
+                temporary.unlink()
+            temporary.symlink_to(self.path.name)
+            os.replace(temporary, link)
+        except OSError:
+            pass  # a file system without symlinks still has the run; only the shortcut is missing
+
+
+def resolve_checkpoint(spec: str | None, *, prefer: str = "best.pt") -> Path:
+    """A checkpoint file from a path, a run folder, a run name under checkpoints/, or nothing (latest)."""
+    root = checkpoints_root()
+    latest = root / LATEST
+    # Name the run the pointer points at, so messages and outputs show the real folder.
+    candidates = [Path(spec), root / spec] if spec else [root / os.readlink(latest) if latest.is_symlink() else latest]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+        if candidate.is_dir():
+            for name in (prefer, "best.pt", "last.pt"):
+                if (candidate / name).is_file():
+                    return candidate / name
+            raise CheckpointError(f"run folder {candidate} holds no best.pt or last.pt")
+    if not spec:
+        raise CheckpointError(f"no run yet in {root}/: train one first, or name a checkpoint")
+    raise CheckpointError(f"no checkpoint or run '{spec}' (looked for a file, a run folder, and {root / spec})")

@@ -1,0 +1,84 @@
+"""The training commands through the CLI: the Pokemon report's two phases as two commands."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(tmp_path / "checkpoints"))
+
+
+def test_train_finetune_evaluate_predict_summary_from_the_command_line(run_cli, tmp_path):
+    trained = run_cli("train", "--data", "digits", "--arch", "simple_cnn", "--epochs", "2", "--hflip", "--rotate", "10",
+                      "--out", "checkpoints/p1", "--json")
+    assert trained.code == 0, trained.stderr
+    document = trained.json()
+    assert document["epochs_run"] == 2 and document["phase"] == 1
+    assert set(document["files"]) >= {"best.pt", "last.pt", "history.csv", "curves.png"}
+    # Not a terminal: one plain line per epoch on stderr, no progress animation.
+    epoch_lines = [line for line in trained.stderr.splitlines() if line.startswith("phase 1 epoch")]
+    assert len(epoch_lines) == 2 and "\r" not in trained.stderr
+
+    tuned = run_cli("finetune", "--from", "checkpoints/p1", "--epochs", "1", "--json")
+    assert tuned.code == 0, tuned.stderr
+    phase2 = tuned.json()
+    assert phase2["phase"] == 2 and phase2["start"]["val_acc"] > 0.5
+    assert phase2["final"]["epoch"] == 3
+
+    evaluated = run_cli("evaluate", "--json")  # the latest run: phase 2
+    assert evaluated.code == 0, evaluated.stderr
+    assert evaluated.json()["checkpoint"].endswith("best.pt") and evaluated.json()["accuracy"] > 0.8
+
+    exported = run_cli("data", "export", "digits", "samples", "--limit", "1")
+    assert exported.code == 0
+    predicted = run_cli("predict", "samples/test", "--json")
+    assert predicted.code == 0
+    assert len(predicted.json()) == 10
+
+    summary = run_cli("summary", "checkpoints/p1", "--json")
+    assert summary.code == 0 and summary.json()["total_params"] == 2_122_186
+    bare = run_cli("summary")
+    assert bare.code == 0 and "showing the model saved in" in bare.stderr
+
+
+def test_resume_continues_an_interrupted_run_from_the_cli(run_cli):
+    assert run_cli("train", "--arch", "mlp", "--epochs", "2", "--out", "checkpoints/r").code == 0
+    again = run_cli("train", "--resume", "checkpoints/r/last.pt", "--epochs", "3", "--json")
+    assert again.code == 0, again.stderr
+    assert again.json()["epochs_run"] == 3
+    checkpoint = torch.load("checkpoints/r/last.pt", weights_only=True)
+    assert [row["epoch"] for row in checkpoint["history"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--data", "nowhere"], "no data set 'nowhere'"),
+        (["train", "--arch", "resnet19"], "unknown architecture"),
+        (["train", "--arch", "mlp", "--optimizer", "lbfgs"], "unknown --optimizer"),
+        (["train", "--arch", "mlp", "--schedule", "exp"], "unknown --schedule"),
+        (["train", "--arch", "mlp", "--amp", "fp8"], "unknown --amp"),
+        (["train", "--arch", "mlp", "--monitor", "f1"], "unknown --monitor"),
+        (["train", "--arch", "mlp", "--freeze", "blocks:9"], "stages"),
+        (["finetune", "--from", "no-such-run"], "no checkpoint or run"),
+        (["evaluate"], "no run yet"),
+        (["predict", "x.png"], "no run yet"),
+    ],
+)
+def test_bad_training_input_is_one_error_line_and_exit_1(run_cli, args, message):
+    result = run_cli(*args)
+    assert result.code == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("Error:")] == [
+        line for line in result.stderr.splitlines() if line.strip()
+    ][-1:]
+
+
+def test_usage_errors_on_training_options_exit_2(run_cli):
+    assert run_cli("train", "--epochs", "0").code == 2
+    assert run_cli("train", "--lr", "fast").code == 2
+    assert run_cli("finetune").code == 2  # --from is required
