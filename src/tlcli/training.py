@@ -154,6 +154,35 @@ def _model(start: _Start, data: ImageData) -> BuiltModel:
     return built
 
 
+def _loaders(data: ImageData, preprocess, config: TrainConfig, device: torch.device):
+    """(train loader with augmentation, val loader or None when there is no val split)."""
+    run = config.run
+    options = dict(
+        batch_size=run.batch_size,
+        workers=default_workers() if run.workers is None else run.workers,
+        seed=run.seed,
+        pin_memory=device.type == "cuda",
+        persistent=not run.deterministic,
+    )
+    train_set = TransformedImages(data.splits["train"], build_transform(preprocess, config.augment))
+    train_loader = make_loader(train_set, shuffle=True, **options)
+    if not len(data.splits["val"]):
+        return train_loader, None
+    return train_loader, make_loader(TransformedImages(data.splits["val"], build_transform(preprocess)), shuffle=False, **options)
+
+
+def _training_state(trainer: Trainer) -> dict[str, Any]:
+    """What a resumed run needs besides the history: weights, optimiser, schedule, scaler, RNG."""
+    model = trainer.model._orig_mod if hasattr(trainer.model, "_orig_mod") else trainer.model
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "scaler": trainer.scaler.state_dict(),
+        "rng": rng_state(),
+    }
+
+
 def _run(start: _Start, observer: Observer) -> RunResult:
     config = start.config
     run = config.run
@@ -169,16 +198,8 @@ def _run(start: _Start, observer: Observer) -> RunResult:
     built = _model(start, data)
     notes = [*data.notes, *(f"skipped unreadable image {bad.path}: {bad.reason}" for bad in data.bad_files), *built.notes]
     preprocess = built.preprocess
-    workers = default_workers() if run.workers is None else run.workers
-    loader_options = dict(
-        batch_size=run.batch_size, workers=workers, seed=run.seed, pin_memory=device.type == "cuda", persistent=not run.deterministic
-    )
-    train_set = TransformedImages(data.splits["train"], build_transform(preprocess, config.augment))
-    train_loader = make_loader(train_set, shuffle=True, **loader_options)
-    val_loader = None
-    if len(data.splits["val"]):
-        val_loader = make_loader(TransformedImages(data.splits["val"], build_transform(preprocess)), shuffle=False, **loader_options)
-    else:
+    train_loader, val_loader = _loaders(data, preprocess, config, device)
+    if val_loader is None:
         notes.append(f"no validation images: best.pt and early stopping follow the training loss instead of {run.monitor}")
 
     model = built.model.to(device)
@@ -240,14 +261,10 @@ def _run(start: _Start, observer: Observer) -> RunResult:
                 "phase": start.phase,
                 "parent": start.parent,
                 "start": result.start,
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict(),
+                **_training_state(trainer),
                 "progress": asdict(progress),
                 "history": history,
                 "config": config.to_dict(),
-                "rng": rng_state(),
                 "data": {**data.summary(), "split": data.split_info},
             })
             atomic_save(checkpoint, folder.last)

@@ -13,10 +13,6 @@ import torch
 from torch.utils.data import Dataset, RandomSampler, Sampler, SequentialSampler
 
 
-def world_size() -> int:
-    return torch.distributed.get_world_size() if _active() else 1
-
-
 def rank() -> int:
     return torch.distributed.get_rank() if _active() else int(os.environ.get("RANK", "0"))
 
