@@ -25,6 +25,10 @@ class DataConfig:
     max_bad: float = 0.05
     # torchvision data sets only: fetch the files when they are missing and the network allows.
     download: bool = False
+    # K-fold cross-validation: train+val pooled and re-split into ``folds`` stratified folds,
+    # ``fold`` (0-based) being validation; the test split is left alone. 0 turns it off.
+    folds: int = 0
+    fold: int = 0
 
 
 @dataclass(frozen=True)

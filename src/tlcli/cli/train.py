@@ -80,6 +80,7 @@ def train(
     out: options.Out = None,
     overwrite: options.Overwrite = False,
     tensorboard: options.Tensorboard = False,
+    folds: Annotated[int, typer.Option("--folds", min=0, help="Stratified K-fold cross-validation on train+val: one model per fold, mean ± std (0: off).", rich_help_panel="Run")] = 0,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run from its last.pt (only --epochs may change).", rich_help_panel="Run")] = None,
     as_json: options.JsonOption = False,
 ) -> None:
@@ -94,22 +95,54 @@ def train(
     observer = make_observer()
     if resume is not None:
         result = training.resume(resume, epochs=epochs, observer=observer)
+    elif folds:
+        return _cross_validate(config_from_params(locals()), folds, as_json)
     else:
-        config = TrainConfig(
-            data=options.data_config(data, val_split, test_split, seed, max_bad, download),
-            model=options.model_config(arch, num_classes, weights, dropout, hidden, freeze, bn_train, input_size),
-            augment=AugmentConfig(hflip, rotate, zoom, contrast, color_jitter, auto_augment),
-            optim=OptimConfig(
-                optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_epochs, step_size, gamma,
-                label_smoothing, grad_clip, accumulate, class_weights,
-            ),
-            run=RunConfig(
-                epochs or _R.epochs, batch_size, device, amp, channels_last, compile, workers, deterministic, seed, monitor, patience,
-                out, overwrite, tensorboard,
-            ),
-        )
-        result = training.train(config, observer=observer)
+        result = training.train(config_from_params(locals()), observer=observer)
     output.print_json(result.to_dict()) if as_json else _render(result)
+
+
+def _cross_validate(config: TrainConfig, folds: int, as_json: bool) -> None:
+    from dataclasses import replace
+
+    from tlcli.cli.compare import render_table
+    from tlcli.runs import checkpoints_root, default_run_name
+    from tlcli.study import run_study
+
+    name = default_run_name(config.data.source, config.model.arch, f"-{folds}fold")
+    out = Path(config.run.out) if config.run.out else checkpoints_root() / name
+    config = replace(config, run=replace(config.run, out=None))
+
+    def observer_for(label: str):
+        output.info(f"== {label}")
+        return make_observer()
+
+    result = run_study([(config.model.arch, config)], out, folds=folds, observer_for=observer_for, title=f"{folds}-fold cross-validation")
+    if as_json:
+        output.print_json(result.to_dict())
+        return
+    per_fold = [{**run.row(), "name": f"fold {run.fold + 1}"} for run in result.runs]
+    render_table(per_fold + [{**result.table[0], "name": "mean ± std"}], f"{folds}-fold cross-validation of {config.model.arch}")
+    output.out.print("\n".join(f"{n}: {p}" for n, p in {**result.files, **result.figures}.items()), markup=False)
+
+
+def config_from_params(p: dict) -> TrainConfig:
+    """The TrainConfig that ``tlcli train``'s parsed options describe (``compare`` reuses it)."""
+    return TrainConfig(
+        data=options.data_config(p["data"], p["val_split"], p["test_split"], p["seed"], p["max_bad"], p["download"]),
+        model=options.model_config(
+            p["arch"], p["num_classes"], p["weights"], p["dropout"], p["hidden"], p["freeze"], p["bn_train"], p["input_size"]
+        ),
+        augment=AugmentConfig(p["hflip"], p["rotate"], p["zoom"], p["contrast"], p["color_jitter"], p["auto_augment"]),
+        optim=OptimConfig(
+            p["optimizer"], p["lr"], p["weight_decay"], p["momentum"], p["nesterov"], p["schedule"], p["warmup_epochs"],
+            p["step_size"], p["gamma"], p["label_smoothing"], p["grad_clip"], p["accumulate"], p["class_weights"],
+        ),
+        run=RunConfig(
+            p["epochs"] or _R.epochs, p["batch_size"], p["device"], p["amp"], p["channels_last"], p["compile"], p["workers"],
+            p["deterministic"], p["seed"], p["monitor"], p["patience"], p["out"], p["overwrite"], p["tensorboard"],
+        ),
+    )
 
 
 def finetune(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tlcli.data.imagesets import ImageSet
-from tlcli.data.splits import SplitIndices, fingerprint, stratified_split
+from tlcli.data.splits import SplitIndices, fingerprint, stratified_folds, stratified_split
 from tlcli.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -95,3 +95,21 @@ def too_many_bad(bad: int, usable: int, max_bad: float) -> bool:
     """``max_bad`` below 1 is a fraction of all images, else a count."""
     total = usable + bad
     return bad > (max_bad * total if max_bad < 1 else max_bad)
+
+
+def apply_fold(data: ImageData, *, folds: int, fold: int, seed: int) -> ImageData:
+    """Pool train and val, deal them into ``folds`` stratified folds, and validate on ``fold``."""
+    if folds < 2:
+        raise DataError(f"--folds must be at least 2, got {folds}")
+    if not 0 <= fold < folds:
+        raise DataError(f"fold {fold} does not exist in {folds} folds")
+    pool = data.splits["train"].concat(data.splits["val"]) if len(data.splits["val"]) else data.splits["train"]
+    smallest = min(Counter(pool.labels).values())
+    if smallest < folds:
+        raise DataError(f"--folds {folds} needs at least {folds} train+val images in every class; the smallest class has {smallest}")
+    assignment = stratified_folds([pool.key(i) for i in range(len(pool))], pool.labels, folds=folds, seed=seed)
+    data.splits["train"] = pool.subset([i for i, f in enumerate(assignment) if f != fold])
+    data.splits["val"] = pool.subset([i for i, f in enumerate(assignment) if f == fold])
+    data.split_info = {**data.split_info, "folds": folds, "fold": fold}
+    record_fingerprints(data.split_info, data.splits, data.classes)
+    return data

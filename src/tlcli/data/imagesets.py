@@ -36,6 +36,9 @@ class ImageSet:
     def subset(self, indices: Sequence[int]) -> ImageSet:
         raise NotImplementedError
 
+    def concat(self, other: ImageSet) -> ImageSet:
+        raise NotImplementedError
+
 
 class FileImages(ImageSet):
     def __init__(self, root: Path, paths: Sequence[Path], labels: Sequence[int]):
@@ -54,6 +57,10 @@ class FileImages(ImageSet):
 
     def subset(self, indices: Sequence[int]) -> FileImages:
         return FileImages(self.root, [self.paths[i] for i in indices], [self.labels[i] for i in indices])
+
+    def concat(self, other: ImageSet) -> FileImages:
+        assert isinstance(other, FileImages) and other.root == self.root
+        return FileImages(self.root, self.paths + other.paths, self.labels + other.labels)
 
 
 class ArrayImages(ImageSet):
@@ -75,3 +82,7 @@ class ArrayImages(ImageSet):
     def subset(self, indices: Sequence[int]) -> ArrayImages:
         picked = list(indices)
         return ArrayImages(self.pixels[picked], [self.labels[i] for i in picked], [self.names[i] for i in picked])
+
+    def concat(self, other: ImageSet) -> ArrayImages:
+        assert isinstance(other, ArrayImages)
+        return ArrayImages(np.concatenate([self.pixels, other.pixels]), self.labels + other.labels, self.names + other.names)

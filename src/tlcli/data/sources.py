@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tlcli.config import DataConfig
 from tlcli.data.builtin import BUILTIN_NAMES, TORCHVISION_SETS, load_digits_data, load_torchvision_data
-from tlcli.data.dataset import ImageData
+from tlcli.data.dataset import ImageData, apply_fold
 from tlcli.data.folder import load_folder
 from tlcli.errors import DataError
 
@@ -29,6 +29,11 @@ def resolve_folder(source: str) -> Path | None:
 
 
 def load_data(config: DataConfig) -> ImageData:
+    data = _load_source(config)
+    return apply_fold(data, folds=config.folds, fold=config.fold, seed=config.seed) if config.folds else data
+
+
+def _load_source(config: DataConfig) -> ImageData:
     source = config.source
     if source == "digits":
         return load_digits_data(config)

@@ -76,3 +76,15 @@ def fingerprint(entries: Iterable[str]) -> str:
         digest.update(entry.encode())
         digest.update(b"\n")
     return digest.hexdigest()[:16]
+
+
+def stratified_folds(names: Sequence[str], labels: Sequence[int], *, folds: int, seed: int) -> list[int]:
+    """The fold (0 .. folds-1) of every image: within each class, dealt round-robin in hash order."""
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for index, label in enumerate(labels):
+        by_class[label].append(index)
+    assignment = [0] * len(labels)
+    for members in by_class.values():
+        for position, index in enumerate(sorted(members, key=lambda i: _rank(seed, names[i]))):
+            assignment[index] = position % folds
+    return assignment

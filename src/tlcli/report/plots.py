@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,7 +19,7 @@ def _pyplot():
 
 def plot_curves(history: list[dict], path: Path, *, title: str = "") -> Path:
     """Loss and accuracy per epoch, train vs val, with the start of each phase marked."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
@@ -49,7 +49,7 @@ def plot_curves(history: list[dict], path: Path, *, title: str = "") -> Path:
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, *, normalized: bool, title: str) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     size = max(5.0, min(0.45 * len(classes) + 2, 30.0))
     figure, axis = plt.subplots(figsize=(size, size * 0.85))
     image = axis.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalized else None)

@@ -1,0 +1,133 @@
+"""``tlcli compare``: several configurations on the same split and seed, as one table and six figures."""
+
+from __future__ import annotations
+
+import math
+import shlex
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from tlcli.cli import options, output
+from tlcli.cli.progress import make_observer
+from tlcli.errors import TlcliError
+
+EPILOG = "Exit codes: 0 success, 1 runtime failure, 2 usage error (also a bad option inside --run/--sweep/--base)."
+
+
+def parse_run(text: str) -> tuple[str, str]:
+    """``"NAME: OPTIONS"`` -> (name, options)."""
+    name, sep, rest = text.partition(":")
+    if not sep or not name.strip():
+        raise TlcliError(f"--run takes 'NAME: OPTIONS', e.g. 'cnn: --arch simple_cnn'; got '{text}'")
+    return name.strip(), rest.strip()
+
+
+def parse_sweep(text: str) -> list[tuple[str, str]]:
+    """``"freeze=blocks:0,blocks:1"`` -> [("freeze=blocks:0", "--freeze blocks:0"), ...]."""
+    key, sep, values = text.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise TlcliError(f"--sweep takes OPTION=V1,V2,..., e.g. freeze=blocks:0,blocks:1; got '{text}'")
+    return sweep_runs(key, values.split(","))
+
+
+def sweep_runs(key: str, values: list) -> list[tuple[str, str]]:
+    """One (name, options) per value of one train option."""
+    key = key.strip()
+    flag = "--" + key.lstrip("-").replace("_", "-")
+    return [(f"{key}={value}", f"{flag} {shlex.quote(value)}") for value in (str(v).strip() for v in values) if value]
+
+
+def _study_file(path: Path) -> tuple[str, int, list[tuple[str, str]]]:
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise TlcliError(f"cannot read study file {path}: {exc}") from None
+    runs = [(str(name), str(opts)) for name, opts in document.get("runs", {}).items()]
+    for key, values in document.get("sweep", {}).items():
+        runs += sweep_runs(key, values if isinstance(values, list) else [values])
+    return str(document.get("base", "")), int(document.get("folds", 0)), runs
+
+
+def _train_config(arguments: list[str]):
+    from tlcli.cli import app
+    from tlcli.cli.train import config_from_params
+
+    forbidden = {"--out", "-o", "--resume", "--overwrite", "--json"} & set(arguments)
+    if forbidden:
+        raise TlcliError(f"{', '.join(sorted(forbidden))} cannot be set per run: the study decides where runs go")
+    command = typer.main.get_command(app).commands["train"]
+    context = command.make_context("train", list(arguments))
+    return config_from_params(context.params)
+
+
+def compare(
+    run: Annotated[Optional[list[str]], typer.Option("--run", "-r", help="A configuration as 'NAME: TRAIN OPTIONS'; repeat for each.")] = None,
+    sweep: Annotated[Optional[str], typer.Option("--sweep", "-s", help="One option's values, one run each: OPTION=V1,V2,... (e.g. freeze=blocks:0,blocks:1).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="A TOML study file: base = '...', folds = K, [runs] NAME = '...', [sweep] OPTION = [...].")] = None,
+    base: Annotated[str, typer.Option("--base", "-b", help="Train options every run shares, e.g. '--data digits --epochs 5'.")] = "",
+    folds: Annotated[int, typer.Option("--folds", min=0, help="Stratified K-fold cross-validation of every configuration (0: off).")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Study folder; reuse it to finish an interrupted study [default: checkpoints/study-<timestamp>].")] = None,
+    as_json: options.JsonOption = False,
+) -> None:
+    """Train several configurations on the same data split and seed, and compare them.
+
+    Prints and writes (comparison.csv/json) a table of trainable/total parameters, epochs,
+    training time, best val accuracy and loss, test accuracy, macro F1 and the train-val gap
+    with its verdict, and draws accuracy.png, loss.png, overfitting_gap.png, convergence.png,
+    params_vs_time.png and test_accuracy.png.
+    """
+    from tlcli.runs import checkpoints_root
+    from tlcli.study import run_study
+
+    runs = [parse_run(text) for text in run or []]
+    if sweep:
+        runs += parse_sweep(sweep)
+    if config is not None:
+        file_base, file_folds, file_runs = _study_file(config)
+        base = f"{file_base} {base}".strip()
+        folds = folds or file_folds
+        runs += file_runs
+    if len(runs) < 1:
+        raise TlcliError("nothing to compare: give --run 'NAME: OPTIONS' (repeatable), --sweep OPTION=V1,V2 or --config FILE")
+    configs = [(name, _train_config(shlex.split(base) + shlex.split(opts))) for name, opts in runs]
+    study_dir = out or checkpoints_root() / f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+    def observer_for(label: str):
+        output.info(f"== {label}")
+        return make_observer()
+
+    result = run_study(configs, study_dir, folds=folds, observer_for=observer_for, title=base)
+    for label in result.skipped:
+        output.info(f"{label}: already finished, not trained again")
+    if as_json:
+        output.print_json(result.to_dict())
+        return
+    render_table(result.table, f"comparison, {folds}-fold means ± std" if folds else "comparison")
+    output.out.print("\n".join(f"{name}: {path}" for name, path in {**result.files, **result.figures}.items()), markup=False)
+
+
+def _number(row: dict, key: str, fmt: str) -> str:
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    text = format(value, fmt)
+    std = row.get(f"{key}_std")
+    return f"{text} ± {format(std, fmt.replace('+', ''))}" if std is not None else text
+
+
+def render_table(table_rows: list[dict], title: str) -> None:
+    table = Table("run", "arch", "trainable / total", "epochs", "train s", "s/epoch", "best val acc", "best val loss",
+                  "test acc", "macro F1", "gap", "verdict", title=title)
+    for row in table_rows:
+        table.add_row(
+            row["name"], row["arch"], f"{row['trainable']:,} / {row['total']:,}", _number(row, "epochs_run", ".0f"),
+            _number(row, "seconds", ".1f"), _number(row, "seconds_per_epoch", ".2f"), _number(row, "best_val_acc", ".4f"),
+            _number(row, "best_val_loss", ".4f"), _number(row, "test_acc", ".4f"), _number(row, "f1_macro", ".4f"),
+            _number(row, "gap", "+.3f"), row["verdict"],
+        )
+    output.out.print(table)

@@ -1,0 +1,187 @@
+"""Studies: several training configurations on the same split and seed, tabulated side by side.
+
+``compare`` and ``train --folds`` both run a study. Every run keeps its own run folder under
+``<study>/runs/``; ``study.json`` links them, so re-running an interrupted study skips the
+runs that finished and resumes the one that was cut off.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from tlcli.checkpoint import load_checkpoint
+from tlcli.config import TrainConfig
+from tlcli.engine.loop import Observer
+from tlcli.errors import TlcliError
+from tlcli.metrics import fit_verdict
+from tlcli.report.study_plots import plot_study
+from tlcli.runs import RunFolder
+
+# Convergence: the first epoch whose validation accuracy reaches this share of the run's best.
+CONVERGENCE_SHARE = 0.95
+METRICS = ("best_val_acc", "best_val_loss", "test_acc", "f1_macro", "gap", "seconds", "seconds_per_epoch", "epochs_run")
+
+
+@dataclass
+class RunSummary:
+    name: str
+    fold: int | None
+    run_dir: str
+    arch: str
+    trainable: int
+    total: int
+    epochs_run: int
+    seconds: float
+    seconds_per_epoch: float
+    best_val_acc: float
+    best_val_loss: float
+    test_acc: float | None
+    f1_macro: float | None
+    gap: float
+    verdict: str
+    convergence_epoch: int | None
+    history: list[dict] = field(repr=False, default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "history"}
+
+
+@dataclass
+class StudyResult:
+    out_dir: Path
+    runs: list[RunSummary]  # every run (and fold)
+    table: list[dict[str, Any]]  # one row per configuration; with folds, means and standard deviations
+    figures: dict[str, str]
+    files: dict[str, str]
+    skipped: list[str]  # runs found finished and not trained again
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "study": str(self.out_dir),
+            "table": self.table,
+            "runs": [run.row() for run in self.runs],
+            "figures": self.figures,
+            "files": self.files,
+            "skipped": self.skipped,
+        }
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    last = run_dir / "last.pt"
+    if not last.exists():
+        return False
+    progress = load_checkpoint(last)["progress"]
+    return progress["epoch"] >= epochs or progress["stopped_early"]
+
+
+def _summarize(name: str, fold: int | None, run_dir: Path) -> RunSummary:
+    from tlcli.evaluation import evaluate_checkpoint
+
+    checkpoint = load_checkpoint(run_dir / "best.pt")
+    phase = checkpoint["phase"]
+    history = load_checkpoint(run_dir / "last.pt")["history"]
+    own = [row for row in history if row["phase"] == phase]
+    best_acc = max(row["val_acc"] for row in own)
+    converged = next((row["epoch"] for row in own if row["val_acc"] >= CONVERGENCE_SHARE * best_acc), None)
+    seconds = sum(row["seconds"] for row in own)
+    test_acc = f1 = None
+    if sum(checkpoint["data"]["counts"].get("test", {}).values()):
+        evaluation = evaluate_checkpoint(str(run_dir / "best.pt"), split="test", mistakes=0)
+        test_acc, f1 = evaluation.metrics.accuracy, evaluation.metrics.f1_macro
+    parameters = checkpoint["model"]["parameters"]
+    last = own[-1]
+    return RunSummary(
+        name=name, fold=fold, run_dir=str(run_dir), arch=checkpoint["model"]["arch"],
+        trainable=parameters["trainable"], total=parameters["total"],
+        epochs_run=len(own), seconds=seconds, seconds_per_epoch=seconds / len(own),
+        best_val_acc=best_acc, best_val_loss=min(row["val_loss"] for row in own),
+        test_acc=test_acc, f1_macro=f1,
+        gap=last["train_acc"] - last["val_acc"], verdict=fit_verdict(last["train_acc"], last["val_acc"]),
+        convergence_epoch=converged, history=history,
+    )
+
+
+def _aggregate(name: str, runs: list[RunSummary]) -> dict[str, Any]:
+    first = runs[0]
+    row: dict[str, Any] = {"name": name, "arch": first.arch, "trainable": first.trainable, "total": first.total}
+    if len(runs) == 1:
+        row.update({key: getattr(first, key) for key in METRICS})
+        row.update(verdict=first.verdict, convergence_epoch=first.convergence_epoch, run_dir=first.run_dir)
+        return row
+    row["folds"] = len(runs)
+    for key in METRICS:
+        values = [getattr(run, key) for run in runs if getattr(run, key) is not None]
+        row[key] = statistics.fmean(values) if values else None
+        row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    row["verdict"] = fit_verdict(row["best_val_acc"] + row["gap"], row["best_val_acc"])
+    row["convergence_epoch"] = first.convergence_epoch
+    return row
+
+
+def run_study(
+    configs: list[tuple[str, TrainConfig]],
+    out_dir: Path,
+    *,
+    folds: int = 0,
+    observer_for: Callable[[str], Observer] = lambda name: Observer(),
+    title: str = "",
+) -> StudyResult:
+    """Train every configuration (every fold of it with ``folds``) into ``out_dir/runs``."""
+    from tlcli.training import resume, train
+
+    names = [name for name, _ in configs]
+    if len(set(names)) != len(names):
+        raise TlcliError(f"run names must differ: {', '.join(names)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries: list[RunSummary] = []
+    skipped: list[str] = []
+    with RunFolder(out_dir).open(fresh=False) as study:
+        plan = [(name, config, fold) for name, config in configs for fold in (range(folds) if folds else [None])]
+        study.write_json("study.json", {
+            "runs": [
+                {"name": name, "fold": fold, "run_dir": str(_run_dir(out_dir, name, fold)), "config": config.to_dict()}
+                for name, config, fold in plan
+            ],
+            "folds": folds,
+        })
+        for name, config, fold in plan:
+            run_dir = _run_dir(out_dir, name, fold)
+            label = name if fold is None else f"{name} fold {fold + 1}/{folds}"
+            data = replace(config.data, folds=folds, fold=fold) if fold is not None else config.data
+            config = replace(config, data=data, run=replace(config.run, out=str(run_dir), overwrite=True))
+            if _finished(run_dir, config.run.epochs):
+                skipped.append(label)
+            elif (run_dir / "last.pt").exists():
+                resume(run_dir / "last.pt", observer=observer_for(label))
+            else:
+                train(config, observer=observer_for(label))
+            summaries.append(_summarize(name, fold, run_dir))
+        table = [_aggregate(name, [s for s in summaries if s.name == name]) for name in names]
+        files = _write_tables(out_dir, table, summaries)
+        figures = plot_study(summaries, table, out_dir, title=title)
+    return StudyResult(out_dir, summaries, table, figures, files, skipped)
+
+
+def _run_dir(out_dir: Path, name: str, fold: int | None) -> Path:
+    safe = "".join(c if c.isalnum() or c in "._-=" else "_" for c in name)
+    return out_dir / "runs" / safe / (f"fold-{fold + 1}" if fold is not None else "")
+
+
+def _write_tables(out_dir: Path, table: list[dict], runs: list[RunSummary]) -> dict[str, str]:
+    files = {}
+    for name, rows in (("comparison", table), ("runs", [run.row() for run in runs])):
+        path = out_dir / f"{name}.csv"
+        fields = list(dict.fromkeys(key for row in rows for key in row))
+        with open(path, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        files[f"{name}.csv"] = str(path)
+    (out_dir / "comparison.json").write_text(json.dumps({"table": table, "runs": [r.row() for r in runs]}, indent=2, default=str) + "\n")
+    files["comparison.json"] = str(out_dir / "comparison.json")
+    return files
