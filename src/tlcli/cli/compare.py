@@ -53,7 +53,8 @@ def _study_file(path: Path) -> tuple[str, int, list[tuple[str, str]]]:
     return str(document.get("base", "")), int(document.get("folds", 0)), runs
 
 
-def _train_config(arguments: list[str]):
+def train_config(arguments: list[str]):
+    """A TrainConfig from 'tlcli train' options given as a list of arguments."""
     from tlcli.cli import app
     from tlcli.cli.train import config_from_params
 
@@ -94,7 +95,7 @@ def compare(
         runs += file_runs
     if len(runs) < 1:
         raise TlcliError("nothing to compare: give --run 'NAME: OPTIONS' (repeatable), --sweep OPTION=V1,V2 or --config FILE")
-    configs = [(name, _train_config(shlex.split(base) + shlex.split(opts))) for name, opts in runs]
+    configs = [(name, train_config(shlex.split(base) + shlex.split(opts))) for name, opts in runs]
     study_dir = out or checkpoints_root() / f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
     def observer_for(label: str):

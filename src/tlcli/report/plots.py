@@ -70,3 +70,20 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, *, normal
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def plot_lr_find(lrs: list[float], losses: list[float], suggested: float, path: Path, *, title: str = "") -> Path:
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    axis.plot(lrs, losses, label="smoothed training loss")
+    axis.axvline(suggested, color="C3", linestyle="--", label=f"suggested lr {suggested:.2e}")
+    axis.set_xscale("log")
+    axis.set_xlabel("learning rate (log scale)")
+    axis.set_ylabel("loss")
+    axis.set_title(f"Learning-rate range test\n{title}" if title else "Learning-rate range test", fontsize=10)
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,70 @@
+"""``tlcli sanity`` and ``tlcli lr-find``: checks before a long run. Both take every train option."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from tlcli.cli import options, output
+
+TRAIN_OPTIONS = {"allow_extra_args": True, "ignore_unknown_options": True}
+TRAIN_OPTIONS_HELP = "Also takes every 'tlcli train' option (--data, --arch, --freeze, --lr, ...)."
+
+
+def _config(ctx: typer.Context):
+    from tlcli.cli.compare import train_config
+
+    return train_config(ctx.args)
+
+
+def sanity(
+    ctx: typer.Context,
+    batches: Annotated[int, typer.Option("--batches", min=1, help="Size of the tiny subset to over-fit, in batches.")] = 2,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Passes over the tiny subset at most.")] = 150,
+    as_json: options.JsonOption = False,
+) -> int:
+    """The flowers report's checklist before training: shapes, one forward and backward pass,
+    an initial loss near ln(classes), and over-fitting 2 batches to 99 % accuracy. Exit 1 on any failure.
+    """
+    from tlcli.diagnostics import run_sanity
+
+    report = run_sanity(_config(ctx), batches=batches, steps=steps)
+    if as_json:
+        output.print_json(report.to_dict())
+    else:
+        table = Table("check", "result", "detail", title="sanity")
+        for check in report.checks:
+            table.add_row(check.name, "pass" if check.passed else "FAIL", check.detail)
+        output.out.print(table)
+    if not report.passed:
+        output.error("sanity check failed: " + ", ".join(c.name for c in report.checks if not c.passed))
+    return 0 if report.passed else 1
+
+
+def lr_find(
+    ctx: typer.Context,
+    start_lr: Annotated[float, typer.Option("--start-lr", help="Lowest learning rate tried.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option("--end-lr", help="Highest learning rate tried.")] = 10.0,
+    iterations: Annotated[int, typer.Option("--iterations", min=5, help="Batches in the sweep.")] = 100,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Where to draw the curve [default: checkpoints/lr-find-<arch>-<timestamp>.png].")] = None,
+    as_json: options.JsonOption = False,
+) -> None:
+    """The learning-rate range test: raise the rate exponentially for a number of batches, plot the
+    smoothed loss, and suggest the rate where it falls fastest (for the current freeze state).
+    """
+    from tlcli.diagnostics import lr_find as find
+    from tlcli.runs import checkpoints_root
+
+    config = _config(ctx)
+    target = plot or checkpoints_root() / f"lr-find-{config.model.arch.replace(':', '_')}-{datetime.now():%Y%m%d-%H%M%S}.png"
+    finding = find(config, start_lr=start_lr, end_lr=end_lr, iterations=iterations, out=target)
+    for note in finding.notes:
+        output.warn(note)
+    if as_json:
+        output.print_json(finding.to_dict())
+        return
+    output.out.print(f"suggested learning rate: {finding.suggested_lr:.2e}\nplot: {finding.plot}", markup=False)
