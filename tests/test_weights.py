@@ -70,19 +70,31 @@ def test_weights_file_with_another_head_size_loads_the_backbone_and_reports_the_
     assert built.freeze_policy == "backbone"
 
 
-def test_weights_file_that_needs_pickled_code_is_refused(tmp_path):
+def test_weights_file_that_needs_pickled_code_is_refused_and_not_run(tmp_path):
     path = tmp_path / "hostile.pt"
     torch.save({"state_dict": {}, "payload": Path("x")}, path)
     with pytest.raises(WeightsError, match="pickled code"):
         build_model(ModelConfig(arch="resnet18", weights=str(path)), num_classes=3)
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"model": Exploit()}, path)
+    with pytest.raises(WeightsError, match="pickled code") as caught:
+        build_model(ModelConfig(arch="resnet18", weights=str(path)), num_classes=3)
+    assert "weights_only" not in str(caught.value) and not marker.exists()
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage bytes"])
 def test_unreadable_weights_files_are_clear_errors(tmp_path, content):
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
-    with pytest.raises(WeightsError, match="not a readable weights file"):
+    with pytest.raises(WeightsError, match="is empty|not a readable weights file") as caught:
         build_model(ModelConfig(arch="resnet18", weights=str(path)), num_classes=3)
+    assert "weights_only" not in str(caught.value)
 
 
 def test_weights_for_another_architecture_are_rejected(tmp_path):

@@ -41,7 +41,10 @@ def stamp(content: dict[str, Any]) -> dict[str, Any]:
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save ``obj`` to ``path`` so that readers see the old file or the new one, never a part."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a missing or read-only folder: nothing was written
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(handle, "wb") as stream:
             torch.save(obj, stream)
@@ -76,11 +79,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    loaded = safe_torch_load(path, CheckpointError, "checkpoint (truncated or not a checkpoint)")
+    loaded = safe_torch_load(path, CheckpointError, "checkpoint")
     if not isinstance(loaded, dict) or loaded.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a tlcli checkpoint (a bare state dict can be used with --weights)")
     version = loaded.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path} has no valid checkpoint format version (found {version!r}); it is damaged")
+    if version > VERSION:
         raise CheckpointError(
             f"{path} is checkpoint format version {version}, newer than this tlcli reads ({VERSION}); upgrade tlcli"
         )

@@ -29,6 +29,8 @@ class DataConfig:
     # ``fold`` (0-based) being validation; the test split is left alone. 0 turns it off.
     folds: int = 0
     fold: int = 0
+    # TFRecord sources: a file with one class name per line, in label order; None numbers them.
+    class_names: str | None = None
 
 
 @dataclass(frozen=True)

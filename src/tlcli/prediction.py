@@ -38,10 +38,13 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Prediction]]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(
+            images = sorted(
                 p for p in path.rglob("*")
                 if p.is_file() and has_image_extension(p) and not any(is_hidden(part) for part in p.relative_to(path).parts)
             )
+            found += images
+            if not images:
+                missing.append(Prediction(item, [], "no image files in this folder"))
         elif path.is_file():
             found.append(path)
         elif any(c in item for c in "*?["):

@@ -23,6 +23,7 @@ def check(
     seed: options.Seed = _DEFAULTS.seed,
     max_bad: options.MaxBad = _DEFAULTS.max_bad,
     download: options.Download = False,
+    class_names: options.ClassNames = None,
     as_json: options.JsonOption = False,
 ) -> int:
     """Count images per split and class, and list unreadable and suspicious files.
@@ -32,7 +33,7 @@ def check(
     """
     from tlcli.data.check import check_data
 
-    report = check_data(options.data_config(path, val_split, test_split, seed, max_bad, download))
+    report = check_data(options.data_config(path, val_split, test_split, seed, max_bad, download, class_names))
     if as_json:
         output.print_json(report.to_dict())
     else:

@@ -28,6 +28,7 @@ ValSplit = Annotated[float, typer.Option("--val-split", help="Fraction held out 
 TestSplit = Annotated[float, typer.Option("--test-split", help="Fraction held out for testing when the folder is not pre-split.", rich_help_panel=_DATA)]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the split (and, in training, of everything else).", rich_help_panel=_DATA)]
 MaxBad = Annotated[float, typer.Option("--max-bad", min=0.0, help="Unreadable images tolerated (skipped with a warning): a fraction below 1, else a count.", rich_help_panel=_DATA)]
+ClassNames = Annotated[Optional[str], typer.Option("--class-names", help="TFRecord data: a file of class names, one per line in label order [default: numbered].", rich_help_panel=_DATA)]
 Download = Annotated[bool, typer.Option("--download", help="Fetch torchvision data sets when their files are missing.", rich_help_panel=_DATA)]
 
 
@@ -54,8 +55,10 @@ def model_config(arch, num_classes, weights, dropout, hidden, freeze, bn_train, 
     )
 
 
-def data_config(data, val_split, test_split, seed, max_bad, download) -> DataConfig:
-    return DataConfig(source=data, val_split=val_split, test_split=test_split, seed=seed, max_bad=max_bad, download=download)
+def data_config(data, val_split, test_split, seed, max_bad, download, class_names=None) -> DataConfig:
+    return DataConfig(
+        source=data, val_split=val_split, test_split=test_split, seed=seed, max_bad=max_bad, download=download, class_names=class_names
+    )
 
 
 

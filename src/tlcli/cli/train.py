@@ -48,6 +48,7 @@ def train(
     seed: options.Seed = _D.seed,
     max_bad: options.MaxBad = _D.max_bad,
     download: options.Download = False,
+    class_names: options.ClassNames = None,
     hflip: options.HFlip = False,
     rotate: options.Rotate = 0.0,
     zoom: options.Zoom = 0.0,
@@ -129,7 +130,7 @@ def _cross_validate(config: TrainConfig, folds: int, as_json: bool) -> None:
 def config_from_params(p: dict) -> TrainConfig:
     """The TrainConfig that ``tlcli train``'s parsed options describe (``compare`` reuses it)."""
     return TrainConfig(
-        data=options.data_config(p["data"], p["val_split"], p["test_split"], p["seed"], p["max_bad"], p["download"]),
+        data=options.data_config(p["data"], p["val_split"], p["test_split"], p["seed"], p["max_bad"], p["download"], p["class_names"]),
         model=options.model_config(
             p["arch"], p["num_classes"], p["weights"], p["dropout"], p["hidden"], p["freeze"], p["bn_train"], p["input_size"]
         ),

@@ -11,6 +11,7 @@ import gzip
 import pickle
 import socket
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,12 +80,14 @@ def _read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as handle:
             raw = handle.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated: it ends inside its {header}-byte header")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     expected = int(np.prod(shape))
     if len(raw) - header != expected:
@@ -96,12 +99,15 @@ class _ArraysOnly(pickle.Unpickler):
     """CIFAR batches are pickles; allow the numpy array machinery and nothing else.
 
     ``_codecs.encode`` is how Python 3 pickles bytes at protocol 2; it only encodes text.
+    ``_frombuffer`` is how numpy pickles arrays at protocol 5 (Python 3.14's default).
     """
 
     ALLOWED = {
         ("_codecs", "encode"),
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -11,7 +12,7 @@ from typing import Any
 from tlcli.config import DataConfig
 from tlcli.data.dataset import ImageData, SkippedFile, too_many_bad
 from tlcli.data.images import BadImageError, load_image, probe_image
-from tlcli.data.imagesets import ArrayImages, FileImages
+from tlcli.data.imagesets import FileImages
 from tlcli.data.sources import load_data
 
 # Smaller than this on either side, an image carries little to learn from.
@@ -44,7 +45,8 @@ class DataReport:
             **self.data.summary(),
             "trainable": self.trainable,
             "problems": self.problems,
-            "imbalance_ratio": round(self.imbalance_ratio, 3),
+            # None when a class has no usable image: JSON has no infinity.
+            "imbalance_ratio": round(self.imbalance_ratio, 3) if math.isfinite(self.imbalance_ratio) else None,
             "image_sizes": self.sizes,
             "image_modes": self.modes,
             "bad_files": [vars(f) for f in self.data.bad_files],
@@ -88,19 +90,16 @@ def check_data(config: DataConfig) -> DataReport:
     modes: Counter[str] = Counter()
     suspicious: list[SkippedFile] = []
     for split, images in data.splits.items():
-        if isinstance(images, ArrayImages):
-            count = len(images)
-            widths += [images.pixels.shape[2]] * count
-            heights += [images.pixels.shape[1]] * count
-            modes["L" if images.pixels.ndim == 3 else "RGB"] += count
-            continue
-        assert isinstance(images, FileImages)
         keep = []
-        for index, path in enumerate(images.paths):
+        for index in range(len(images)):
             try:
-                width, height, mode = _inspect_file(path, suspicious)
+                if isinstance(images, FileImages):
+                    width, height, mode = _inspect_file(images.paths[index], suspicious)
+                else:  # arrays and records: decode to learn the size and mode
+                    image = images.load(index)
+                    width, height, mode = image.width, image.height, image.mode
             except BadImageError as exc:
-                data.bad_files.append(SkippedFile(str(path), str(exc)))
+                data.bad_files.append(SkippedFile(images.name(index), str(exc)))
                 continue
             widths.append(width)
             heights.append(height)

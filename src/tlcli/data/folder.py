@@ -15,9 +15,14 @@ from tlcli.errors import DataError
 SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
-def natural_key(text: str) -> list:
-    """Sort key that puts ``2`` before ``10`` and ``class2`` before ``class10``."""
-    return [(0, int(part), part) if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", text) if part]
+def natural_key(text: str) -> tuple:
+    """Sort key that puts ``2`` before ``10`` and ``class2`` before ``class10``.
+
+    Names equal but for case (``A``, ``a``) fall back to the text itself, so the order never
+    depends on the order the file system lists them in.
+    """
+    parts = [(0, int(part), part) if part.isdecimal() else (1, 0, part.lower()) for part in re.split(r"(\d+)", text) if part]
+    return parts, text
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -90,8 +95,7 @@ def _check_bad_budget(bad: list[SkippedFile], usable: int, max_bad: float) -> No
 def load_folder(root: Path, config: DataConfig) -> ImageData:
     if not root.is_dir():
         raise DataError(f"data folder {root} is not a folder")
-    top = _visible_dirs(root)
-    split_dirs = {SPLIT_FOLDER_NAMES[d.name.lower()]: d for d in top if d.name.lower() in SPLIT_FOLDER_NAMES}
+    split_dirs = _split_dirs(root)
     scan = _Scan()
     if "train" in split_dirs:
         data = _load_presplit(root, split_dirs, scan)
@@ -114,6 +118,23 @@ def load_folder(root: Path, config: DataConfig) -> ImageData:
     record_fingerprints(data.split_info, data.splits, data.classes)
     _check_bad_budget(scan.bad, sum(len(s) for s in data.splits.values()), config.max_bad)
     return data
+
+
+def _split_dirs(root: Path) -> dict[str, Path]:
+    """The train/val/test folders of a pre-split layout; empty for a folder of classes."""
+    split_dirs: dict[str, Path] = {}
+    for folder in _visible_dirs(root):
+        split = SPLIT_FOLDER_NAMES.get(folder.name.lower())
+        if split is None:
+            continue
+        if split in split_dirs:
+            raise DataError(f"{root} has both {split_dirs[split].name}/ and {folder.name}/; keep one folder per split")
+        split_dirs[split] = folder
+    # val/<class>/ or test/<class>/ without train/: not classes named "val" and "test".
+    if "train" not in split_dirs and any(_visible_dirs(folder) for folder in split_dirs.values()):
+        found = " and ".join(f"{folder.name}/" for folder in split_dirs.values())
+        raise DataError(f"{root} has {found} but no train/ folder; put the training images in {root}/train/<class>/")
+    return split_dirs
 
 
 def _load_presplit(root: Path, split_dirs: dict[str, Path], scan: _Scan) -> ImageData:

@@ -6,6 +6,7 @@ Every path into the model (training, evaluation, prediction, data check) goes th
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,13 +44,14 @@ def has_image_extension(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _open(path: Path) -> Image.Image:
+def _open(source: Path | bytes) -> Image.Image:
+    """Open (header only) a file, or bytes from inside a container such as a TFRecord."""
     try:
-        if path.stat().st_size == 0:
+        if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
             raise BadImageError("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except BadImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -105,7 +107,15 @@ def to_rgb_or_gray(image: Image.Image) -> Image.Image:
 
 def load_image(path: Path) -> Image.Image:
     """Decode a whole image: first frame of animations, EXIF orientation applied, RGB or L."""
-    image = _open(path)
+    return _decode(_open(path))
+
+
+def open_image_bytes(data: bytes) -> Image.Image:
+    """``load_image`` for encoded bytes (a JPEG inside a TFRecord, an upload)."""
+    return _decode(_open(data))
+
+
+def _decode(image: Image.Image) -> Image.Image:
     try:
         with image:
             image.seek(0)

@@ -9,6 +9,7 @@ from tlcli.config import DataConfig
 from tlcli.data.builtin import BUILTIN_NAMES, TORCHVISION_SETS, load_digits_data, load_torchvision_data
 from tlcli.data.dataset import ImageData, apply_fold
 from tlcli.data.folder import load_folder
+from tlcli.data.tfrecord import is_tfrecord_source, load_tfrecord_data
 from tlcli.errors import DataError
 
 
@@ -39,6 +40,8 @@ def _load_source(config: DataConfig) -> ImageData:
         return load_digits_data(config)
     if source in TORCHVISION_SETS:
         return load_torchvision_data(source, data_root(), config)
+    if is_tfrecord_source(source):
+        return load_tfrecord_data(config)
     folder = resolve_folder(source)
     if folder is None:
         raise DataError(

@@ -96,7 +96,7 @@ def validate_augment(augment: AugmentConfig) -> None:
         value = getattr(augment, name)
         if not 0.0 <= value < 1.0:
             raise TlcliError(f"--{name.replace('_', '-')} must be at least 0 and below 1, got {value}")
-    if augment.rotate < 0 or augment.rotate > 180:
+    if not 0.0 <= augment.rotate <= 180.0:  # also refuses NaN
         raise TlcliError(f"--rotate is in degrees from 0 to 180, got {augment.rotate}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import socket
 import zipfile
 from pathlib import Path
@@ -101,15 +102,27 @@ def _short(exc: BaseException) -> str:
 
 
 def safe_torch_load(path: Path, error: type[TlcliError], what: str) -> Any:
-    """``torch.load`` that never runs pickled code; every failure is one ``error`` sentence."""
+    """``torch.load`` that never runs pickled code, with torch's long errors cut to one sentence.
+
+    torch's own message for a refused pickle advises loading again with ``weights_only=False``,
+    which would run the file's code; it is never passed on.
+    """
+    if path.stat().st_size == 0:
+        raise error(f"{path} is empty (0 bytes), not a {what}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc) and "Unsupported global" in str(exc):
-            raise error(f"{path} needs arbitrary pickled code to load, which tlcli refuses to run") from None
-        raise error(f"{path} is not a readable {what} ({_short(exc)})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise error(f"{path} is not a readable {what} ({_short(exc)})") from None
+        needed = re.search(r"GLOBAL ([\w.]+)", str(exc), re.IGNORECASE)
+        if needed:
+            raise error(f"{path} needs arbitrary pickled code to load ({needed.group(1)}), which tlcli refuses to run") from None
+        raise error(f"{path} is not a readable {what}: not a PyTorch file, or corrupt") from None
+    except EOFError:
+        raise error(f"{path} is truncated: it ends before the {what} does") from None
+    except (RuntimeError, zipfile.BadZipFile, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+        raise error(f"{path} is truncated or corrupt, not a readable {what} ({reason})") from None
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
