@@ -161,6 +161,7 @@ def finetune(
     patience: Annotated[Optional[int], typer.Option("--patience", min=0, help="Change phase 1's early-stopping patience.", rich_help_panel="Run")] = None,
     workers: options.Workers = None,
     out: options.Out = None,
+    overwrite: options.Overwrite = False,
     as_json: options.JsonOption = False,
 ) -> None:
     """Phase 2: unfreeze (all by default) and fine-tune a trained run at a lower learning rate.
@@ -171,7 +172,8 @@ def finetune(
     from tlcli import training
 
     optim = {"optimizer": optimizer, "schedule": schedule, "weight_decay": weight_decay}
-    run = {"batch_size": batch_size, "device": device, "amp": amp, "patience": patience, "workers": workers, "out": out}
+    run = {"batch_size": batch_size, "device": device, "amp": amp, "patience": patience, "workers": workers, "out": out,
+           "overwrite": overwrite or None}
     config = FinetuneConfig(
         source=source,
         unfreeze=unfreeze,

@@ -17,7 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 # PIL's own default (about 89 M pixels): above it an image is treated as a decompression bomb.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-# Dot files and folders (.DS_Store, ._x.jpg, .ipynb_checkpoints, .git) and Office lock files are never data.
+# Dot files and folders (.DS_Store, ._x.jpg, .ipynb_checkpoints, .git), Office lock files and the
+# __MACOSX folder of unzipped macOS archives are never data.
 _JUNK_PREFIXES = (".", "~$")
 
 
@@ -37,7 +38,7 @@ class ImageInfo:
 
 
 def is_hidden(name: str) -> bool:
-    return name.startswith(_JUNK_PREFIXES) or name in {"Thumbs.db", "desktop.ini"}
+    return name.startswith(_JUNK_PREFIXES) or name in {"Thumbs.db", "desktop.ini", "__MACOSX"}
 
 
 def has_image_extension(path: Path) -> bool:

@@ -1,0 +1,34 @@
+"""Every recipe in examples/ runs end to end with SMOKE=1 (built-in data, offline, seconds)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXPECTED = {
+    "pokemon.sh": ["phase2/best.pt", "phase2/report.html", "phase2/eval-test/confusion_matrix.png"],
+    "cifar10.sh": ["comparison.csv", "test_accuracy.png", "report.md", "runs/cnn/best.pt", "runs/transfer/best.pt"],
+    "flowers.sh": ["phase1/best.pt", "phase2/best.pt", "phase2/report.md"],
+    "beans.sh": ["comparison.csv", "params_vs_time.png", "runs/freeze=blocks_4/best.pt", "report.html"],
+    "mnist.sh": ["runs/mlp/fold-2/best.pt", "runs/resnet18/fold-1/best.pt", "comparison.json", "report.md"],
+}
+
+
+def test_every_example_is_covered():
+    assert {path.name for path in EXAMPLES.glob("*.sh")} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_example_runs_in_smoke_mode(script, tmp_path):
+    env = {**os.environ, "SMOKE": "1", "OUT": str(tmp_path / "out"), "TLCLI": f"{sys.executable} -m tlcli",
+           "TLCLI_CHECKPOINTS_DIR": str(tmp_path / "checkpoints")}
+    done = subprocess.run(["bash", str(EXAMPLES / script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    for expected in EXPECTED[script]:
+        assert (tmp_path / "out" / expected).exists(), expected
