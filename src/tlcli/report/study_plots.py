@@ -6,6 +6,7 @@ their standard deviation as error bars.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
@@ -23,7 +24,11 @@ def _first_fold(runs):
 
 
 def _title(axis, text: str, subtitle: str) -> None:
-    axis.set_title(f"{text}\n{subtitle}" if subtitle else text, fontsize=10)
+    """The figure's title, with the study's shared options wrapped below it in small print."""
+    axis.figure.suptitle(text, fontsize=11)
+    if subtitle:
+        width = max(40, int(axis.figure.get_figwidth() * 12))
+        axis.set_title(textwrap.fill(subtitle, width), fontsize=7, color="#555")
 
 
 def _save(figure, path: Path, plt) -> str:
@@ -54,8 +59,10 @@ def _bars(table, out: Path, plt, *, key: str, label: str, title: str, subtitle: 
     names = [row["name"] for row in table]
     values = [row[key] if row.get(key) is not None else 0.0 for row in table]
     errors = [row.get(f"{key}_std", 0.0) or 0.0 for row in table]
-    bars = axis.bar(names, values, yerr=errors if any(errors) else None, capsize=4, color=[f"C{i % 10}" for i in range(len(names))])
+    bars = axis.bar(names, values, yerr=errors if any(errors) else None, capsize=4, color=[f"C{i % 10}" for i in range(len(names))],
+                    label=names)
     axis.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=8)
+    axis.legend(fontsize=8, loc="lower right")
     axis.set_xlabel("configuration")
     axis.set_ylabel(label)
     _title(axis, title, subtitle)
