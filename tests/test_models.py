@@ -135,7 +135,8 @@ def test_registry_lists_every_torchvision_classifier_and_the_baselines():
 
 def test_timm_models_are_built_and_listed():
     pytest.importorskip("timm")
-    built = _build("timm:test_resnet", 6, weights="none")
+    built = _build("timm:test_resnet", 6, weights="none", dropout=0.3)
     assert built.model(torch.randn(1, 3, 64, 64)).shape == (1, 6)
+    assert built.dropout == pytest.approx(0.3) and built.model.drop_rate == pytest.approx(0.3)
     assert built.preprocess.input_size == 160
     assert any(info.name == "timm:test_resnet" for info in list_architectures("timm:test_res*"))

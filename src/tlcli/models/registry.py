@@ -230,6 +230,6 @@ def build_model(config: ModelConfig, *, num_classes: int | None = None, load_wei
         weights_id = str(weights)
     policy = config.freeze if config.freeze is not None else ("backbone" if weights.lower() != "none" else "none")
     frozen = apply_freeze(network, policy, head_name)
-    return BuiltModel(
-        network, config.arch, wanted, head_name, head_dropout(network, head_name), weights_id, preprocess, policy, frozen, notes
-    )
+    # timm applies its dropout inside forward_head (drop_rate), not as a module before the head.
+    dropout = float(getattr(network, "drop_rate", 0.0)) if source == "timm" else head_dropout(network, head_name)
+    return BuiltModel(network, config.arch, wanted, head_name, dropout, weights_id, preprocess, policy, frozen, notes)
