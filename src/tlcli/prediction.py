@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,19 +58,64 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Prediction]]:
     return found, missing
 
 
+class _TorchClassifier:
+    def __init__(self, checkpoint: str | None, device: str):
+        self.source = resolve_checkpoint(checkpoint)
+        state = load_checkpoint(self.source)
+        built = model_from_checkpoint(state)
+        self.classes = state["classes"]
+        self.device = resolve_device(device)
+        self.model = built.model.to(self.device).eval()
+        self.transform = build_transform(built.preprocess)
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model(batch.to(self.device)).float().softmax(1).cpu()
+
+
+class _OnnxClassifier:
+    """An exported model run by onnxruntime, with the preprocessing stored in its metadata."""
+
+    def __init__(self, path: Path):
+        from tlcli.data.transforms import Preprocess
+
+        try:
+            import onnxruntime
+        except ImportError:
+            raise TlcliError("ONNX models need the onnx extra: pip install 'tlcli[onnx]'") from None
+        if not path.is_file():
+            raise TlcliError(f"model file {path} does not exist")
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            raise TlcliError(f"{path} is not a readable ONNX model ({str(exc).strip().splitlines()[0][:200]})") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if "tlcli.classes" not in metadata or "tlcli.preprocess" not in metadata:
+            raise TlcliError(f"{path} was not exported by tlcli: it carries no classes or preprocessing")
+        self.source = path
+        self.classes = json.loads(metadata["tlcli.classes"])
+        self.transform = build_transform(Preprocess.from_dict(json.loads(metadata["tlcli.preprocess"])),
+                                         normalize=metadata.get("tlcli.input") != "uint8")
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input: batch.numpy()})[0]).float().softmax(1)
+
+
 def predict(
-    inputs: list[str], *, checkpoint: str | None = None, topk: int = 5, device: str = "auto", batch_size: int = 32
+    inputs: list[str],
+    *,
+    checkpoint: str | None = None,
+    model_file: Path | None = None,
+    topk: int = 5,
+    device: str = "auto",
+    batch_size: int = 32,
 ) -> tuple[Path, list[Prediction]]:
-    """Returns the checkpoint used and one Prediction per input image, failures included."""
+    """Returns the checkpoint or model used and one Prediction per input image, failures included."""
     if topk < 1:
         raise TlcliError(f"--topk must be at least 1, got {topk}")
-    path = resolve_checkpoint(checkpoint)
-    state = load_checkpoint(path)
-    built = model_from_checkpoint(state)
-    classes = state["classes"]
-    torch_device = resolve_device(device)
-    model = built.model.to(torch_device).eval()
-    transform = build_transform(built.preprocess)
+    classifier = _OnnxClassifier(model_file) if model_file is not None else _TorchClassifier(checkpoint, device)
+    classes = classifier.classes
     files, results = expand_inputs(inputs)
     if not files and not results:
         raise TlcliError("no images given")
@@ -78,16 +124,14 @@ def predict(
     batch: list[tuple[Path, torch.Tensor]] = []
 
     def flush() -> None:
-        with torch.no_grad():
-            probabilities = model(torch.stack([t for _, t in batch]).to(torch_device)).float().softmax(1).cpu()
-        values, indices = probabilities.topk(k, dim=1)
+        values, indices = classifier(torch.stack([t for _, t in batch])).topk(k, dim=1)
         for (file, _), row_values, row_indices in zip(batch, values, indices):
             by_path[file] = Prediction(str(file), [(classes[int(i)], float(v)) for v, i in zip(row_values, row_indices)])
         batch.clear()
 
     for file in files:
         try:
-            batch.append((file, transform(load_image(file))))
+            batch.append((file, classifier.transform(load_image(file))))
         except BadImageError as exc:
             by_path[file] = Prediction(str(file), [], str(exc))
         except OSError as exc:
@@ -96,4 +140,4 @@ def predict(
             flush()
     if batch:
         flush()
-    return path, [by_path[file] for file in files] + results
+    return classifier.source, [by_path[file] for file in files] + results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -15,6 +16,7 @@ from tlcli.cli import options, output
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image files, folders (every image below) or globs.")],
     checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="Checkpoint file, run folder or run name [default: the latest run's best.pt].")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="An ONNX model exported by 'tlcli export', run with onnxruntime instead of a checkpoint.")] = None,
     topk: Annotated[int, typer.Option("--topk", "-k", min=1, help="How many classes to show per image.")] = 5,
     device: options.Device = "auto",
     batch_size: options.BatchSize = 32,
@@ -27,8 +29,8 @@ def predict(
     """
     from tlcli.prediction import predict as run_predict
 
-    used, predictions = run_predict(images, checkpoint=checkpoint, topk=topk, device=device, batch_size=batch_size)
-    output.info(f"checkpoint: {used}")
+    used, predictions = run_predict(images, checkpoint=checkpoint, model_file=model, topk=topk, device=device, batch_size=batch_size)
+    output.info(f"{'model' if model else 'checkpoint'}: {used}")
     failed = [p for p in predictions if p.error]
     if as_json:
         output.print_json([p.to_dict() for p in predictions])

@@ -100,11 +100,16 @@ def validate_augment(augment: AugmentConfig) -> None:
         raise TlcliError(f"--rotate is in degrees from 0 to 180, got {augment.rotate}")
 
 
-def build_transform(preprocess: Preprocess, augment: AugmentConfig | None = None) -> v2.Compose:
-    """PIL image (RGB or L) -> normalised float tensor (C, H, W); augmentation only when given."""
+def build_transform(preprocess: Preprocess, augment: AugmentConfig | None = None, *, normalize: bool = True) -> v2.Compose:
+    """PIL image (RGB or L) -> normalised float tensor (C, H, W); augmentation only when given.
+
+    ``normalize=False`` stops at the resized uint8 tensor, for exported models that normalise
+    inside their graph.
+    """
     steps: list = [ToChannels(preprocess.channels), v2.ToImage(), *_resize(preprocess)]
     if augment is not None:
         validate_augment(augment)
         steps += _augmentations(augment, preprocess.channels)
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(preprocess.mean), list(preprocess.std))]
+    if normalize:
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(preprocess.mean), list(preprocess.std))]
     return v2.Compose(steps)

@@ -1,0 +1,89 @@
+"""tlcli export: ONNX and TorchScript with classes and preprocessing inside, parity checked; ONNX predict."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+onnxruntime = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from tlcli.config import ModelConfig, RunConfig, TrainConfig
+    from tlcli.training import train
+
+    folder = tmp_path_factory.mktemp("export")
+    result = train(TrainConfig(model=ModelConfig(arch="simple_cnn"), run=RunConfig(epochs=2, out=str(folder / "run"), workers=0)))
+    return result.run_dir
+
+
+@pytest.fixture
+def samples(run_cli, tmp_path):
+    assert run_cli("data", "export", "digits", str(tmp_path / "samples"), "--limit", "1").code == 0
+    return tmp_path / "samples" / "test"
+
+
+@pytest.mark.parametrize("embed", [False, True], ids=["float-input", "uint8-input"])
+def test_onnx_export_carries_classes_and_preprocessing_and_agrees_with_pytorch(run_cli, run, samples, tmp_path, embed):
+    target = tmp_path / "model.onnx"
+    args = ["export", str(run), "--data", "digits", "--out", str(target), "--json"] + (["--embed-preprocessing"] if embed else [])
+    result = run_cli(*args)
+    assert result.code == 0, result.stderr
+    parity = result.json()["parity"]
+    assert parity["images"] == 8 and parity["max_abs_logit_diff"] < 1e-4 and parity["top1_agreement"] == 1.0
+    assert result.stdout.count("{") >= 1 and "torch.onnx" not in result.stdout  # the exporter's chatter stays out
+
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    checkpoint = torch.load(run / "best.pt", weights_only=True)
+    assert json.loads(metadata["tlcli.classes"]) == checkpoint["classes"]
+    assert json.loads(metadata["tlcli.preprocess"]) == checkpoint["preprocess"]
+    model_input = session.get_inputs()[0]
+    assert model_input.type == ("tensor(uint8)" if embed else "tensor(float)")
+    for batch in (1, 5):  # dynamic batch
+        dtype = np.uint8 if embed else np.float32
+        outputs = session.run(None, {model_input.name: np.zeros((batch, 3, 32, 32), dtype=dtype)})[0]
+        assert outputs.shape == (batch, 10)
+
+    exported = run_cli("predict", str(samples), "--model", str(target), "--json")
+    native = run_cli("predict", str(samples), "--checkpoint", str(run), "--json")
+    assert exported.code == native.code == 0
+    for ours, theirs in zip(exported.json(), native.json()):
+        assert [p["label"] for p in ours["predictions"]] == [p["label"] for p in theirs["predictions"]]
+        for a, b in zip(ours["predictions"], theirs["predictions"]):
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+
+
+def test_torchscript_export_with_extra_files(run_cli, run, tmp_path):
+    target = tmp_path / "model.pt"
+    result = run_cli("export", str(run), "--format", "torchscript", "--out", str(target), "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["passed"] and result.json()["parity"]["max_abs_logit_diff"] < 1e-5
+    extra = {"tlcli.classes.json": "", "tlcli.preprocess.json": ""}
+    loaded = torch.jit.load(str(target), _extra_files=extra)
+    assert json.loads(extra["tlcli.classes.json"]) == [str(d) for d in range(10)]
+    assert json.loads(extra["tlcli.preprocess.json"])["input_size"] == 32
+    assert loaded(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_bad_export_and_onnx_predict_input(run_cli, run, samples, tmp_path):
+    assert run_cli("export", str(run), "--format", "tflite").code == 1
+    missing = run_cli("predict", str(samples), "--model", str(tmp_path / "none.onnx"))
+    assert missing.code == 1 and "does not exist" in missing.stderr
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    junk = run_cli("predict", str(samples), "--model", str(tmp_path / "junk.onnx"))
+    assert junk.code == 1 and "not a readable ONNX model" in junk.stderr and "Traceback" not in junk.stderr
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32, 32])])
+    onnx.save(helper.make_model(graph), str(tmp_path / "foreign.onnx"))
+    foreign = run_cli("predict", str(samples), "--model", str(tmp_path / "foreign.onnx"))
+    assert foreign.code == 1 and "not exported by tlcli" in foreign.stderr
