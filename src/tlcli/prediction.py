@@ -58,7 +58,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Prediction]]:
     return found, missing
 
 
-class _TorchClassifier:
+class TorchClassifier:
     def __init__(self, checkpoint: str | None, device: str):
         self.source = resolve_checkpoint(checkpoint)
         state = load_checkpoint(self.source)
@@ -73,7 +73,7 @@ class _TorchClassifier:
         return self.model(batch.to(self.device)).float().softmax(1).cpu()
 
 
-class _OnnxClassifier:
+class OnnxClassifier:
     """An exported model run by onnxruntime, with the preprocessing stored in its metadata."""
 
     def __init__(self, path: Path):
@@ -102,6 +102,13 @@ class _OnnxClassifier:
         return torch.from_numpy(self.session.run(None, {self.input: batch.numpy()})[0]).float().softmax(1)
 
 
+def load_classifier(checkpoint: str | None, *, model_file: Path | None = None, device: str = "auto"):
+    """A callable batch -> probabilities with ``classes``, ``transform`` and ``source``: PyTorch or ONNX."""
+    if model_file is None and checkpoint is not None and checkpoint.endswith(".onnx"):
+        model_file = Path(checkpoint)
+    return OnnxClassifier(model_file) if model_file is not None else TorchClassifier(checkpoint, device)
+
+
 def predict(
     inputs: list[str],
     *,
@@ -114,7 +121,7 @@ def predict(
     """Returns the checkpoint or model used and one Prediction per input image, failures included."""
     if topk < 1:
         raise TlcliError(f"--topk must be at least 1, got {topk}")
-    classifier = _OnnxClassifier(model_file) if model_file is not None else _TorchClassifier(checkpoint, device)
+    classifier = load_classifier(checkpoint, model_file=model_file, device=device)
     classes = classifier.classes
     files, results = expand_inputs(inputs)
     if not files and not results:

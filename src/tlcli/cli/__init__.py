@@ -46,12 +46,13 @@ def _root(
 
 
 def _register() -> None:
-    from tlcli.cli import compare, data, diagnose, evaluate, export, models, predict, report, summary, train
+    from tlcli.cli import compare, data, diagnose, evaluate, export, models, predict, report, serve, summary, train
 
     app.command("train", epilog=train.EPILOG)(train.train)
     app.command("finetune", epilog=train.EPILOG)(train.finetune)
     app.command("evaluate", epilog=EXIT_CODES_HELP)(evaluate.evaluate)
     app.command("export", epilog=export.EPILOG)(export.export)
+    app.command("serve", epilog="Exit codes: 0 stopped, 1 the model could not be loaded or the port is taken, 2 usage error.")(serve.serve)
     app.command("compare", epilog=compare.EPILOG)(compare.compare)
     app.command("report", epilog=EXIT_CODES_HELP)(report.report)
     app.command("sanity", context_settings=diagnose.TRAIN_OPTIONS, epilog=f"{diagnose.TRAIN_OPTIONS_HELP} Exit codes: 0 all checks pass, 1 a check failed or a runtime failure, 2 usage error.")(diagnose.sanity)
