@@ -4,15 +4,16 @@
 # 20 epochs with early stopping, class-balanced loss; then the last 20 layers unfrozen at 1e-4
 # for 10 epochs; seed 42; weighted accuracy/precision/recall/F1 (report: 83.9/85.0/83.9/83.9 %).
 # Data: Kaggle's "Petals to the Metal" tfrec files (tfrecords-jpeg-224x224/{train,val}/*.tfrec)
-# in data/flowers/, class names one per line in data/flowers/classes.txt.
+# in data/flowers/, class names one per line in data/flowers/classes.txt. The ONNX export needs
+# pip install 'tlcli[onnx]'; 'tlcli serve' then serves it to a phone camera (pip install 'tlcli[serve]').
 # SMOKE=1 runs it on the built-in digits in seconds.
 set -euo pipefail
 TLCLI=${TLCLI:-tlcli}
 OUT=${OUT:-checkpoints/flowers}
 if [ "${SMOKE:-0}" = 1 ]; then
-  DATA="--data digits"; MODEL="--weights none --input-size 32"; PHASE1=1; PHASE2=1; SANITY="--batches 1 --steps 200"
+  DATA="--data digits"; PARITY="digits"; MODEL="--weights none --input-size 32"; PHASE1=1; PHASE2=1; SANITY="--batches 1 --steps 200"
 else
-  DATA="--data data/flowers --class-names data/flowers/classes.txt"; MODEL="--weights imagenet"; PHASE1=20; PHASE2=10; SANITY=""
+  DATA="--data data/flowers --class-names data/flowers/classes.txt"; PARITY="data/flowers"; MODEL="--weights imagenet"; PHASE1=20; PHASE2=10; SANITY=""
 fi
 $TLCLI sanity $DATA --arch efficientnet_b0 $MODEL --dropout 0.3 $SANITY
 $TLCLI train $DATA --arch efficientnet_b0 $MODEL --dropout 0.3 --hflip --rotate 72 --zoom 0.2 --contrast 0.1 \
@@ -20,3 +21,4 @@ $TLCLI train $DATA --arch efficientnet_b0 $MODEL --dropout 0.3 --hflip --rotate 
 $TLCLI finetune --from "$OUT/phase1" --unfreeze last:20 --lr 1e-4 --epochs "$PHASE2" --out "$OUT/phase2" --overwrite
 $TLCLI evaluate "$OUT/phase2"
 $TLCLI report "$OUT/phase2"
+$TLCLI export "$OUT/phase2" --format onnx --data "$PARITY" --out "$OUT/flowers.onnx"

@@ -13,7 +13,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED = {
     "pokemon.sh": ["phase2/best.pt", "phase2/report.html", "phase2/eval-test/confusion_matrix.png"],
     "cifar10.sh": ["comparison.csv", "test_accuracy.png", "report.md", "runs/cnn/best.pt", "runs/transfer/best.pt"],
-    "flowers.sh": ["phase1/best.pt", "phase2/best.pt", "phase2/report.md"],
+    "flowers.sh": ["phase1/best.pt", "phase2/best.pt", "phase2/report.md", "flowers.onnx"],
     "beans.sh": ["comparison.csv", "params_vs_time.png", "runs/freeze=blocks_4/best.pt", "report.html"],
     "mnist.sh": ["runs/mlp/fold-2/best.pt", "runs/resnet18/fold-1/best.pt", "comparison.json", "report.md"],
 }

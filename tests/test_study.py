@@ -134,3 +134,11 @@ def test_study_file(run_cli, tmp_path):
     rows = {row["name"]: row for row in result.json()["table"]}
     assert set(rows) == {"mlp", "hidden=32", "hidden=64,32"}
     assert rows["hidden=32"]["trainable"] < rows["hidden=64,32"]["trainable"]
+
+
+def test_rerunning_a_study_with_more_epochs_continues_its_runs(run_cli):
+    first = run_cli("compare", "--base", "--data digits --arch mlp --weights none --epochs 1", "--run", "a: --hidden 32", "--out", "grow")
+    assert first.code == 0, first.stderr
+    more = run_cli("compare", "--base", "--data digits --arch mlp --weights none --epochs 2", "--run", "a: --hidden 32", "--out", "grow", "--json")
+    assert more.code == 0, more.stderr
+    assert more.json()["table"][0]["epochs_run"] == 2

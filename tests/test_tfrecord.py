@@ -110,3 +110,16 @@ def test_train_evaluate_and_check_on_records(run_cli, tmp_path, monkeypatch):
     evaluated = run_cli("evaluate", "run", "--json")
     assert evaluated.code == 0 and evaluated.json()["images"] == 6
     assert evaluated.json()["accuracy"] > 0.8  # the band's position is easy to learn
+
+
+def test_a_record_that_is_not_an_example_is_a_clear_error(tmp_path):
+    import struct
+
+    from tlcli.data.tfrecord import masked_crc
+
+    payload = b"\x08\x01"  # a valid protobuf varint field, but not a tf.train.Example
+    header = struct.pack("<Q", len(payload))
+    record = header + struct.pack("<I", masked_crc(header)) + payload + struct.pack("<I", masked_crc(payload))
+    (tmp_path / "odd.tfrecord").write_bytes(record)
+    with pytest.raises(DataError, match="is not a tf.train.Example|has no 'image'"):
+        load_data(DataConfig(str(tmp_path / "odd.tfrecord")))

@@ -283,3 +283,45 @@ def test_compiled_model_trains_and_saves_plain_weights():
     state = load_checkpoint(result.run_dir / "last.pt")["state_dict"]
     assert state and not any(key.startswith("_orig_mod.") for key in state)
     assert result.history[-1]["val_acc"] > 0.6
+
+
+def test_resuming_onecycle_with_more_epochs_keeps_annealing():
+    config = replace(_config(epochs=4, out="checkpoints/oc"), optim=OptimConfig(schedule="onecycle"))
+    train(config)
+    longer = resume("checkpoints/oc/last.pt", epochs=8)
+    lrs = [row["lr"] for row in longer.history]
+    assert all(later < earlier for earlier, later in zip(lrs[4:], lrs[5:]))  # no second warm-up
+
+
+def test_overwrite_removes_the_old_runs_files_before_training():
+    train(_config(epochs=1, out="checkpoints/ow"))
+
+    class StopAtOnce(Observer):
+        def batch_end(self, *args):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_config("simple_cnn", epochs=1, out="checkpoints/ow", overwrite=True), observer=StopAtOnce())
+    from pathlib import Path
+
+    assert not Path("checkpoints/ow/last.pt").exists() and not Path("checkpoints/ow/best.pt").exists()
+    assert json.loads(Path("checkpoints/ow/config.json").read_text())["model"]["arch"] == "simple_cnn"
+
+
+def test_resuming_from_best_pt_behind_last_pt_is_refused():
+    config = replace(_config(epochs=3, out="checkpoints/bb", monitor="val_acc"), optim=OptimConfig(lr=1e-12, schedule="none"))
+    train(config)  # nothing improves after epoch 1, so best.pt stays at epoch 1
+    with pytest.raises(TlcliError, match="is behind"):
+        resume("checkpoints/bb/best.pt", epochs=5)
+
+
+def test_an_epoch_without_a_single_readable_image_is_an_error(tmp_path):
+    root = tmp_path / "broken"
+    for name in ("a", "b"):
+        for i in range(4):
+            path = write_image(root / name / f"{i}.jpg", size=(128, 128), fmt="JPEG", quality=95)
+            path.write_bytes(path.read_bytes()[:2000])
+    config = TrainConfig(data=DataConfig(str(root), val_split=0, test_split=0, max_bad=100),
+                         model=ModelConfig(arch="mlp", weights="none"), run=RunConfig(epochs=1, out="checkpoints/broken", workers=0))
+    with pytest.raises(TlcliError, match="no training image of this epoch could be read"):
+        train(config)

@@ -170,9 +170,12 @@ def lr_find(
     smoothed, best, beta = 0.0, math.inf, 0.98
     step = 0
     while step < iterations:
+        steps_before = step
         for batch in loader:
-            if step >= iterations or not len(batch.labels):
+            if step >= iterations:
                 break
+            if not len(batch.labels):
+                continue
             lr = start_lr * factor**step
             for group, ratio in zip(optimizer.param_groups, ratios):
                 group["lr"] = lr * ratio
@@ -191,6 +194,8 @@ def lr_find(
             best = min(best, value)
             lrs.append(lr)
             losses.append(value)
+        if step == steps_before:
+            raise DataError("no training image could be read for the range test; run 'tlcli data check'")
     notes = []
     if len(losses) < 5:
         raise DataError("the loss diverged at once; lower --start-lr")

@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,15 @@ class RunFolder:
         if fresh and self.last.exists() and not overwrite:
             self.close()
             raise TlcliError(f"{self.path} already holds a run; use --resume {self.last}, another --out, or --overwrite")
+        if fresh:
+            self._clear_previous_run()
         return self
+
+    def _clear_previous_run(self) -> None:
+        """An overwritten run's files go at once, so an interrupted new run never mixes with the old one."""
+        for name in ("best.pt", "last.pt", "history.csv", "curves.png", "log.txt", "config.json"):
+            (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
 
     def close(self) -> None:
         if self._lock_handle is not None:

@@ -157,7 +157,7 @@ def run_study(
             if _finished(run_dir, config.run.epochs):
                 skipped.append(label)
             elif (run_dir / "last.pt").exists():
-                resume(run_dir / "last.pt", observer=observer_for(label))
+                resume(run_dir / "last.pt", epochs=config.run.epochs, observer=observer_for(label))
             else:
                 train(config, observer=observer_for(label))
             summaries.append(_summarize(name, fold, run_dir))

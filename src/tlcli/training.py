@@ -93,6 +93,9 @@ def train(config: TrainConfig, *, observer: Observer | None = None) -> RunResult
 
 def resume(path: Path, *, epochs: int | None = None, observer: Observer | None = None) -> RunResult:
     checkpoint = load_checkpoint(path)
+    last = Path(path).parent / "last.pt"
+    if Path(path).name != "last.pt" and last.exists() and load_checkpoint(last)["progress"]["epoch"] > checkpoint["progress"]["epoch"]:
+        raise TlcliError(f"{path} is behind {last}; resume from {last}, or resuming would discard the epochs after it")
     config = TrainConfig.from_dict(checkpoint["config"])
     if epochs is not None:
         config = replace(config, run=replace(config.run, epochs=epochs))
@@ -209,7 +212,7 @@ def _run(start: _Start, observer: Observer) -> RunResult:
     optimizer = build_optimizer(parameter_groups(model, built.head_name, config.optim), config.optim, fused=device.type == "cuda")
     steps_per_epoch = math.ceil(len(train_loader) / config.optim.accumulate)
     scheduler, per_batch = build_scheduler(
-        optimizer, config.optim, epochs=run.epochs, steps_per_epoch=steps_per_epoch, maximize=run.monitor == "val_acc"
+        optimizer, config.optim, epochs=run.epochs, steps_per_epoch=steps_per_epoch, maximize=run.monitor == "val_acc" and val_loader is not None
     )
     scaler = precision.scaler()
     criterion = build_criterion(config.optim, data.splits["train"].labels, data.num_classes).to(device)

@@ -182,7 +182,7 @@ def index_files(files: Sequence[Path], root: Path, *, image_key: str = "image", 
         for number, (offset, record) in enumerate(read_records(path)):
             try:
                 features = parse_example(record)
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, TypeError, IndexError, KeyError) as exc:
                 raise DataError(f"{path}: record {number} at byte {offset - 12} is not a tf.train.Example ({exc})") from None
             image, label = features.get(image_key), features.get(label_key)
             if image is None or image[0] != "bytes" or not image[1]:

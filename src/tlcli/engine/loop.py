@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tlcli.data.loading import reseed_loader
 from tlcli.engine.device import Precision
 from tlcli.engine.distributed import reduce_sums
-from tlcli.errors import TlcliError
+from tlcli.errors import DataError, TlcliError
 from tlcli.models.freeze import set_train_mode
 
 
@@ -101,8 +101,10 @@ def train_one_epoch(
         seen = max(sums[2].item(), 1.0)
         observer.batch_end(step, sums[0].item() / seen, sums[1].item() / seen, sums[2].item() / (time.perf_counter() - started))
     total = reduce_sums(sums)
-    count = max(total[2].item(), 1.0)
-    return Pass(total[0].item() / count, total[1].item() / count, int(total[2].item()), time.perf_counter() - started, skipped)
+    count = total[2].item()
+    if not count:
+        raise DataError(f"no training image of this epoch could be read ({len(skipped)} skipped); run 'tlcli data check'")
+    return Pass(total[0].item() / count, total[1].item() / count, int(count), time.perf_counter() - started, skipped)
 
 
 @torch.no_grad()

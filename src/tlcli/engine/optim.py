@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 
@@ -95,5 +96,13 @@ def continue_schedule(scheduler, optimizer: torch.optim.Optimizer, *, total_step
     if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
         for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base * factor(scheduler.last_epoch)
-    elif isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
-        scheduler.total_steps = max(scheduler.total_steps, total_steps)
+    elif isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and total_steps > scheduler.total_steps:
+        # Stretch the warm-up and anneal phases to the new length, or the anneal would run backwards.
+        old = scheduler.total_steps
+        for phase in scheduler._schedule_phases:
+            phase["end_step"] = (phase["end_step"] + 1) * total_steps / old - 1
+        scheduler.total_steps = total_steps
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # get_lr outside step() warns; here it is the point
+            for group, lr in zip(optimizer.param_groups, scheduler.get_lr()):
+                group["lr"] = lr
