@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tlcli.cli import main
@@ -21,6 +22,15 @@ class CliResult:
 
     def json(self):
         return json.loads(self.stdout)
+
+
+@pytest.fixture(scope="module")
+def _one_thread():
+    """One intra-op thread: on a small, shared machine two threads spin against each other."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -29,15 +29,6 @@ FREEZE = r"re:^layers\.1\."
 
 
 @pytest.fixture(scope="module")
-def _one_thread():
-    """One intra-op thread: on a small, shared machine two threads spin against each other."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
 def trained(tmp_path_factory, _one_thread):
     """One real run on the digits, trained once for the whole module."""
     base = tmp_path_factory.mktemp("checkpoint-module")

@@ -23,15 +23,6 @@ CLASSES = [str(d) for d in range(10)]
 
 
 @pytest.fixture(scope="module")
-def _one_thread():
-    """One intra-op thread: on a small, shared machine two threads spin against each other."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
 def digits_run(tmp_path_factory, _one_thread):
     """The mlp trained for 3 epochs on sklearn's real digits, once for the module; it is the latest run."""
     base = tmp_path_factory.mktemp("evaluate-predict")
