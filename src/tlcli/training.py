@@ -289,6 +289,7 @@ def _run(start: _Start, observer: Observer) -> RunResult:
         try:
             fit(trainer, epochs=run.epochs, progress=progress, history=history, save=save, observer=observer, epoch_offset=offset)
         finally:
+            observer.close()
             if scalars is not None:
                 scalars.close()
         if progress.stopped_early:

@@ -56,6 +56,9 @@ class BarObserver(LineObserver):
         self.bar.stop()
         super().epoch_end(row)
 
+    def close(self) -> None:
+        self.bar.stop()  # after Ctrl-C mid-epoch the terminal gets its cursor back
+
 
 def make_observer() -> Observer:
     return BarObserver() if output.err.is_terminal else LineObserver()

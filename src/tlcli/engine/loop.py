@@ -33,6 +33,9 @@ class Observer:
 
     def warning(self, text: str) -> None: ...
 
+    def close(self) -> None:
+        """The run is over, finished or not (an error, Ctrl-C): release any live display."""
+
 
 @dataclass
 class Pass:
