@@ -24,7 +24,7 @@ from tlcli.runs import RunFolder
 
 # Convergence: the first epoch whose validation accuracy reaches this share of the run's best.
 CONVERGENCE_SHARE = 0.95
-METRICS = ("best_val_acc", "best_val_loss", "test_acc", "f1_macro", "gap", "seconds", "seconds_per_epoch", "epochs_run")
+METRICS = ("best_val_acc", "best_val_loss", "test_acc", "f1_macro", "final_train_acc", "gap", "seconds", "seconds_per_epoch", "epochs_run")
 
 
 @dataclass
@@ -42,6 +42,7 @@ class RunSummary:
     best_val_loss: float
     test_acc: float | None
     f1_macro: float | None
+    final_train_acc: float  # at the last epoch, which is also where ``gap`` is measured
     gap: float
     verdict: str
     convergence_epoch: int | None
@@ -101,7 +102,7 @@ def _summarize(name: str, fold: int | None, run_dir: Path) -> RunSummary:
         epochs_run=len(own), seconds=seconds, seconds_per_epoch=seconds / len(own),
         best_val_acc=best_acc, best_val_loss=min(row["val_loss"] for row in own),
         test_acc=test_acc, f1_macro=f1,
-        gap=last["train_acc"] - last["val_acc"], verdict=fit_verdict(last["train_acc"], last["val_acc"]),
+        final_train_acc=last["train_acc"], gap=last["train_acc"] - last["val_acc"], verdict=fit_verdict(last["train_acc"], last["val_acc"]),
         convergence_epoch=converged, history=history,
     )
 
@@ -118,7 +119,8 @@ def _aggregate(name: str, runs: list[RunSummary]) -> dict[str, Any]:
         values = [getattr(run, key) for run in runs if getattr(run, key) is not None]
         row[key] = statistics.fmean(values) if values else None
         row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    row["verdict"] = fit_verdict(row["best_val_acc"] + row["gap"], row["best_val_acc"])
+    # The mean gap is the mean final train accuracy minus the mean final val accuracy.
+    row["verdict"] = fit_verdict(row["final_train_acc"], row["final_train_acc"] - row["gap"])
     row["convergence_epoch"] = first.convergence_epoch
     return row
 
