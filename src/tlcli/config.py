@@ -96,7 +96,7 @@ class RunConfig:
     batch_size: int = 32
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: str = "auto"  # auto | bf16 | fp16 | off; auto: bf16/fp16 on CUDA, off on the CPU
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: on for convolutional networks
     compile: bool = False
     workers: int | None = None  # None: 0 on machines of 2 cores or fewer, else cores - 1 (at most 8)
     deterministic: bool = False
@@ -106,6 +106,12 @@ class RunConfig:
     out: str | None = None  # run folder; None: checkpoints/<data>-<arch>-<timestamp>
     overwrite: bool = False  # reuse an --out folder that already holds a run
     tensorboard: bool = False
+    # Phase 1 trains the head on backbone features computed once (auto: whenever that is exact).
+    cache_features: str = "auto"  # auto | on | off
+    feature_views: int = 4  # with augmentation: augmented views cached per image, one drawn per epoch
+    # Images decoded and resized once, kept as uint8 (auto: memory when it fits, else disk).
+    cache_images: str = "auto"  # auto | memory | disk | off
+    cache_dir: str | None = None  # caches that later runs reuse; None: TLCLI_CACHE_DIR or ~/.cache/tlcli
 
 
 @dataclass(frozen=True)

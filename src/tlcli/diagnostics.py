@@ -54,7 +54,7 @@ def _fixed_batches(data: ImageData, built: BuiltModel, *, count: int, batch_size
     images = data.splits["train"]
     if len(images) == 0:
         raise DataError("the training split is empty")
-    dataset = TransformedImages(images, build_transform(built.preprocess))
+    dataset = TransformedImages(images, build_transform(built.preprocess), draft_size=built.preprocess.resize_size)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[: count * batch_size].tolist()
     samples = [dataset[i] for i in order]
     batches = [collate(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
@@ -158,7 +158,7 @@ def lr_find(
     data = load_data(config.data)
     built = build_model(config.model, num_classes=data.num_classes)
     model = built.model.to(device)
-    loader = make_loader(TransformedImages(data.splits["train"], build_transform(built.preprocess, config.augment)),
+    loader = make_loader(TransformedImages(data.splits["train"], build_transform(built.preprocess, config.augment), draft_size=built.preprocess.resize_size),
                          batch_size=config.run.batch_size, shuffle=True, workers=0, seed=config.run.seed)
     optim = replace(config.optim, lr=start_lr)
     optimizer = build_optimizer(parameter_groups(model, built.head_name, optim), optim)

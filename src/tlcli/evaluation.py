@@ -129,7 +129,7 @@ def evaluate_checkpoint(
     precision = resolve_precision(amp, torch_device)
     model = built.model.to(torch_device)
     loader = make_loader(
-        TransformedImages(images, build_transform(built.preprocess), _label_map(dataset, classes)),
+        TransformedImages(images, build_transform(built.preprocess), _label_map(dataset, classes), draft_size=built.preprocess.resize_size),
         batch_size=batch_size, shuffle=False, workers=default_workers() if workers is None else workers, seed=0, persistent=False,
     )
     passed = evaluate(model, loader, nn.CrossEntropyLoss().to(torch_device), device=torch_device, precision=precision, collect=True)

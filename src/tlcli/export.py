@@ -23,6 +23,7 @@ from tlcli import __version__
 from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
 from tlcli.data.transforms import Preprocess, build_transform
 from tlcli.errors import TlcliError
+from tlcli.models.inputs import UInt8Input
 
 FORMATS = ("onnx", "torchscript")
 # fp32 logits of the same graph agree to about 1e-5; beyond this, something differs.
@@ -32,19 +33,6 @@ PARITY_IMAGES = 8
 
 class ExportError(TlcliError):
     """The export failed, or the exported model disagrees with PyTorch."""
-
-
-class UInt8Input(nn.Module):
-    """Takes uint8 RGB (N, C, H, W) already resized and cropped; normalises inside the graph."""
-
-    def __init__(self, model: nn.Module, preprocess: Preprocess):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, -1, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(preprocess.std).view(1, -1, 1, 1) * 255.0)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model((pixels.float() - self.mean) / self.std)
 
 
 @dataclass

@@ -67,6 +67,7 @@ class TorchClassifier:
         self.device = resolve_device(device)
         self.model = built.model.to(self.device).eval()
         self.transform = build_transform(built.preprocess)
+        self.draft_size = built.preprocess.resize_size
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -94,8 +95,9 @@ class OnnxClassifier:
             raise TlcliError(f"{path} was not exported by tlcli: it carries no classes or preprocessing")
         self.source = path
         self.classes = json.loads(metadata["tlcli.classes"])
-        self.transform = build_transform(Preprocess.from_dict(json.loads(metadata["tlcli.preprocess"])),
-                                         normalize=metadata.get("tlcli.input") != "uint8")
+        preprocess = Preprocess.from_dict(json.loads(metadata["tlcli.preprocess"]))
+        self.transform = build_transform(preprocess, normalize=metadata.get("tlcli.input") != "uint8")
+        self.draft_size = preprocess.resize_size
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -138,7 +140,7 @@ def predict(
 
     for file in files:
         try:
-            batch.append((file, classifier.transform(load_image(file))))
+            batch.append((file, classifier.transform(load_image(file, draft_size=classifier.draft_size))))
         except BadImageError as exc:
             by_path[file] = Prediction(str(file), [], str(exc))
         except OSError as exc:

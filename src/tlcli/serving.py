@@ -60,7 +60,7 @@ def create_app(classifier, *, max_bytes: int = 10 * 1024 * 1024, topk: int = 5):
         if len(data) > max_bytes:
             return problem(413, f"upload larger than the {max_bytes:,}-byte limit")
         try:
-            image = open_image_bytes(data)
+            image = open_image_bytes(data, draft_size=classifier.draft_size)
         except BadImageError as exc:
             return problem(400, f"not a usable image: {exc}")
         with torch.no_grad():

@@ -16,11 +16,8 @@ import torch
 from tlcli.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint, stamp
 from tlcli.config import FinetuneConfig, TrainConfig
 from tlcli.data.dataset import ImageData
-from tlcli.data.loading import TransformedImages, make_loader
 from tlcli.data.sources import load_data
-from tlcli.data.transforms import build_transform
 from tlcli.engine.device import (
-    default_workers,
     resolve_device,
     resolve_precision,
     restore_rng_state,
@@ -29,11 +26,13 @@ from tlcli.engine.device import (
     set_determinism,
 )
 from tlcli.engine.distributed import is_main_process
+from tlcli.engine.host import allocator_tuning, cap_threads
 from tlcli.engine.loop import Observer, Progress, Trainer, evaluate, fit
 from tlcli.engine.optim import build_criterion, build_optimizer, build_scheduler, continue_schedule, parameter_groups
 from tlcli.errors import CheckpointError, DataError, TlcliError
 from tlcli.models.freeze import apply_freeze, count_parameters
 from tlcli.models.registry import BuiltModel, build_model
+from tlcli.pipeline import build_inputs, wants_channels_last
 from tlcli.report.plots import plot_curves
 from tlcli.runs import RunFolder, checkpoints_root, default_run_name, resolve_checkpoint
 
@@ -157,26 +156,8 @@ def _model(start: _Start, data: ImageData) -> BuiltModel:
     return built
 
 
-def _loaders(data: ImageData, preprocess, config: TrainConfig, device: torch.device):
-    """(train loader with augmentation, val loader or None when there is no val split)."""
-    run = config.run
-    options = dict(
-        batch_size=run.batch_size,
-        workers=default_workers() if run.workers is None else run.workers,
-        seed=run.seed,
-        pin_memory=device.type == "cuda",
-        persistent=not run.deterministic,
-    )
-    train_set = TransformedImages(data.splits["train"], build_transform(preprocess, config.augment))
-    train_loader = make_loader(train_set, shuffle=True, **options)
-    if not len(data.splits["val"]):
-        return train_loader, None
-    return train_loader, make_loader(TransformedImages(data.splits["val"], build_transform(preprocess)), shuffle=False, **options)
-
-
-def _training_state(trainer: Trainer) -> dict[str, Any]:
+def _training_state(model: torch.nn.Module, trainer: Trainer) -> dict[str, Any]:
     """What a resumed run needs besides the history: weights, optimiser, schedule, scaler, RNG."""
-    model = trainer.model._orig_mod if hasattr(trainer.model, "_orig_mod") else trainer.model
     return {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": trainer.optimizer.state_dict(),
@@ -195,20 +176,24 @@ def _run(start: _Start, observer: Observer) -> RunResult:
         raise TlcliError(f"unknown --monitor '{run.monitor}'; choose val_loss or val_acc")
     seed_everything(run.seed)
     set_determinism(run.deterministic)
+    allocator = allocator_tuning()
+    threads = cap_threads()
     device = resolve_device(run.device)
     precision = resolve_precision(run.amp, device)
     data = load_data(config.data)
     built = _model(start, data)
     notes = [*data.notes, *(f"skipped unreadable image {bad.path}: {bad.reason}" for bad in data.bad_files), *built.notes]
     preprocess = built.preprocess
-    train_loader, val_loader = _loaders(data, preprocess, config, device)
-    if val_loader is None:
+    if not len(data.splits["val"]):
         notes.append(f"no validation images: best.pt and early stopping follow the training loss instead of {run.monitor}")
 
     model = built.model.to(device)
-    if run.channels_last:
+    channels_last = wants_channels_last(run.channels_last, model)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if run.compile else model
+    inputs = build_inputs(data, built, model, config, device=device, precision=precision, channels_last=channels_last, observer=observer)
+    train_loader, val_loader = inputs.train_loader, inputs.val_loader
+    forward = torch.compile(inputs.model) if run.compile else inputs.model
     optimizer = build_optimizer(parameter_groups(model, built.head_name, config.optim), config.optim, fused=device.type == "cuda")
     steps_per_epoch = math.ceil(len(train_loader) / config.optim.accumulate)
     scheduler, per_batch = build_scheduler(
@@ -230,7 +215,7 @@ def _run(start: _Start, observer: Observer) -> RunResult:
     trainer = Trainer(
         forward, train_loader, val_loader, criterion, optimizer, scaler, scheduler, per_batch, device, precision,
         phase=start.phase, seed=run.seed, bn_train=config.model.bn_train, accumulate=config.optim.accumulate,
-        grad_clip=config.optim.grad_clip, channels_last=run.channels_last, monitor=run.monitor, patience=run.patience,
+        grad_clip=config.optim.grad_clip, channels_last=inputs.channels_last, monitor=run.monitor, patience=run.patience,
     )
     history = list(start.history)
     # Epoch numbers run on across phases; a resumed phase continues its own numbering.
@@ -240,14 +225,15 @@ def _run(start: _Start, observer: Observer) -> RunResult:
     with folder.open(fresh=start.fresh, overwrite=run.overwrite) if is_main_process() else folder:
         result = RunResult(folder.path, start.phase, run.monitor, progress, history, parameters, notes=notes)
         if start.phase > 1 and not start.resume_state and val_loader is not None:
-            before = evaluate(forward, val_loader, criterion, device=device, precision=precision, channels_last=run.channels_last)
+            before = evaluate(forward, val_loader, criterion, device=device, precision=precision, channels_last=inputs.channels_last)
             result.start = {"val_loss": before.loss, "val_acc": before.accuracy}
         folder.write_json("config.json", {**config.to_dict(), "phase": start.phase, "parent": start.parent})
         folder.log(
             f"{'resume' if start.resume_state else 'start'} phase {start.phase}: {config.model.arch} on {data.source} "
             f"({data.num_classes} classes, {len(data.splits['train'])} train / {len(data.splits['val'])} val images), "
             f"freeze {built.freeze_policy}, {parameters['trainable']:,} of {parameters['total']:,} parameters trainable, "
-            f"device {device}, amp {precision.name}"
+            f"device {device}, amp {precision.name}, channels-last {'on' if channels_last else 'off'}, {threads} threads, "
+            f"allocator {allocator}; features {inputs.paths['features']}; images {inputs.paths['images']}"
         )
         for note in notes:
             observer.warning(note)
@@ -264,7 +250,7 @@ def _run(start: _Start, observer: Observer) -> RunResult:
                 "phase": start.phase,
                 "parent": start.parent,
                 "start": result.start,
-                **_training_state(trainer),
+                **_training_state(model, trainer),
                 "progress": asdict(progress),
                 "history": history,
                 "config": config.to_dict(),

@@ -46,7 +46,7 @@ def _root(
 
 
 def _register() -> None:
-    from tlcli.cli import compare, data, diagnose, evaluate, export, models, predict, report, serve, summary, train
+    from tlcli.cli import bench, compare, data, diagnose, evaluate, export, models, predict, report, serve, summary, train
 
     app.command("train", epilog=train.EPILOG)(train.train)
     app.command("finetune", epilog=train.EPILOG)(train.finetune)
@@ -60,6 +60,7 @@ def _register() -> None:
     app.command("predict", epilog="Exit codes: 0 all predicted, 1 a failure or any unreadable image, 2 usage error.")(predict.predict)
     app.command("summary", epilog=EXIT_CODES_HELP)(summary.summary)
     app.command("models", epilog=EXIT_CODES_HELP)(models.models)
+    app.command("bench", epilog=bench.EPILOG)(bench.bench)
     app.add_typer(data.app, name="data")
 
 

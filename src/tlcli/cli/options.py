@@ -89,7 +89,12 @@ Epochs = Annotated[int, typer.Option("--epochs", "-e", min=1, help="Epochs to tr
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.", rich_help_panel=_RUN)]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.", rich_help_panel=_RUN)]
 Amp = Annotated[str, typer.Option("--amp", help="auto | bf16 | fp16 | off. auto: bf16 (else fp16) on CUDA, off on the CPU.", rich_help_panel=_RUN)]
-ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="channels-last memory format.", rich_help_panel=_RUN)]
+ChannelsLast = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="channels-last memory format [default: on for convolutional networks].", rich_help_panel=_RUN, show_default=False)]
+_CACHE = "Caches"
+CacheFeatures = Annotated[str, typer.Option("--cache-features", help="auto | on | off: train the head on backbone features computed once (auto: when the backbone is frozen and in inference mode).", rich_help_panel=_CACHE)]
+FeatureViews = Annotated[int, typer.Option("--feature-views", min=1, help="With augmentation and cached features: augmented views cached per image, one drawn per epoch.", rich_help_panel=_CACHE)]
+CacheImages = Annotated[str, typer.Option("--cache-images", help="auto | memory | disk | off: decode and resize each image once (auto: memory when it fits, else disk).", rich_help_panel=_CACHE)]
+CacheDir = Annotated[Optional[str], typer.Option("--cache-dir", help="Keep caches here for later runs (features are reused only when given) [default for disk images: $TLCLI_CACHE_DIR or ~/.cache/tlcli].", rich_help_panel=_CACHE)]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first epoch).", rich_help_panel=_RUN)]
 Workers = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data loader processes [default: 0 on 2 cores or fewer, else cores-1, at most 8].", rich_help_panel=_RUN)]
 Deterministic = Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms: identical runs for the same seed.", rich_help_panel=_RUN)]

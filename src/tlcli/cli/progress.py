@@ -7,7 +7,7 @@ import math
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tlcli.cli import output
-from tlcli.engine.loop import Observer
+from tlcli.engine.observer import Observer
 
 
 def _epoch_line(row: dict) -> str:
@@ -27,6 +27,10 @@ class LineObserver(Observer):
     def warning(self, text: str) -> None:
         output.warn(text)
 
+    def prepare(self, what: str, done: int, total: int) -> None:
+        if done == total:
+            output.info(f"{what}: {total} batches done")
+
 
 class BarObserver(LineObserver):
     """For a terminal: a progress bar per epoch with loss, accuracy, speed and ETA."""
@@ -43,6 +47,17 @@ class BarObserver(LineObserver):
             transient=True,
         )
         self.task = None
+        self.preparing: dict[str, int] = {}
+
+    def prepare(self, what: str, done: int, total: int) -> None:
+        if what not in self.preparing:
+            self.bar.start()
+            self.preparing[what] = self.bar.add_task(what, total=total, loss=0.0, acc=0.0, speed=0.0)
+        self.bar.update(self.preparing[what], completed=done)
+        if done == total:
+            self.bar.remove_task(self.preparing.pop(what))
+            self.bar.stop()
+            super().prepare(what, done, total)
 
     def epoch_start(self, phase: int, epoch: int, epochs: int, batches: int) -> None:
         self.bar.start()

@@ -72,7 +72,7 @@ def train(
     batch_size: options.BatchSize = _R.batch_size,
     device: options.Device = _R.device,
     amp: options.Amp = _R.amp,
-    channels_last: options.ChannelsLast = False,
+    channels_last: options.ChannelsLast = None,
     compile: options.Compile = False,
     workers: options.Workers = None,
     deterministic: options.Deterministic = False,
@@ -81,6 +81,10 @@ def train(
     out: options.Out = None,
     overwrite: options.Overwrite = False,
     tensorboard: options.Tensorboard = False,
+    cache_features: options.CacheFeatures = _R.cache_features,
+    feature_views: options.FeatureViews = _R.feature_views,
+    cache_images: options.CacheImages = _R.cache_images,
+    cache_dir: options.CacheDir = None,
     folds: Annotated[int, typer.Option("--folds", min=0, help="Stratified K-fold cross-validation on train+val: one model per fold, mean ± std (0: off).", rich_help_panel="Run")] = 0,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run from its last.pt (only --epochs may change).", rich_help_panel="Run")] = None,
     as_json: options.JsonOption = False,
@@ -142,6 +146,7 @@ def config_from_params(p: dict) -> TrainConfig:
         run=RunConfig(
             p["epochs"] or _R.epochs, p["batch_size"], p["device"], p["amp"], p["channels_last"], p["compile"], p["workers"],
             p["deterministic"], p["seed"], p["monitor"], p["patience"], p["out"], p["overwrite"], p["tensorboard"],
+            cache_features=p["cache_features"], feature_views=p["feature_views"], cache_images=p["cache_images"], cache_dir=p["cache_dir"],
         ),
     )
 
@@ -160,6 +165,8 @@ def finetune(
     amp: Annotated[Optional[str], typer.Option("--amp", help="Change phase 1's mixed precision.", rich_help_panel="Run")] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", min=0, help="Change phase 1's early-stopping patience.", rich_help_panel="Run")] = None,
     workers: options.Workers = None,
+    cache_images: Annotated[Optional[str], typer.Option("--cache-images", help="Change phase 1's image cache: auto | memory | disk | off.", rich_help_panel="Caches")] = None,
+    cache_dir: options.CacheDir = None,
     out: options.Out = None,
     overwrite: options.Overwrite = False,
     as_json: options.JsonOption = False,
@@ -173,6 +180,7 @@ def finetune(
 
     optim = {"optimizer": optimizer, "schedule": schedule, "weight_decay": weight_decay}
     run = {"batch_size": batch_size, "device": device, "amp": amp, "patience": patience, "workers": workers, "out": out,
+           "cache_images": cache_images, "cache_dir": cache_dir,
            "overwrite": overwrite or None}
     config = FinetuneConfig(
         source=source,

@@ -1,11 +1,12 @@
 """Indexable collections of labelled images, whether files on disk or arrays in memory.
 
 The rest of tlcli sees only ``ImageSet``: ``len``, ``labels``, ``load(i)`` and ``name(i)``.
-A later cache can serve decoded tensors behind the same interface.
+``digest`` identifies the contents, so caches on disk know when they are stale.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,14 +16,27 @@ from PIL import Image
 from tlcli.data.images import load_image
 
 
+def digest_lines(lines) -> str:
+    hasher = hashlib.sha256()
+    for line in lines:
+        hasher.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return hasher.hexdigest()
+
+
 class ImageSet:
     labels: list[int]
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def load(self, index: int) -> Image.Image:
-        """The decoded image, RGB or L; raises BadImageError for a file that cannot be used."""
+    def load(self, index: int, *, draft_size: int | None = None) -> Image.Image:
+        """The decoded image, RGB or L; raises BadImageError for a file that cannot be used.
+
+        ``draft_size``: see ``load_image``."""
+        raise NotImplementedError
+
+    def digest(self) -> str:
+        """Changes when any image, label or the order does: caches on disk are keyed by it."""
         raise NotImplementedError
 
     def name(self, index: int) -> str:
@@ -46,8 +60,18 @@ class FileImages(ImageSet):
         self.paths = list(paths)
         self.labels = list(labels)
 
-    def load(self, index: int) -> Image.Image:
-        return load_image(self.paths[index])
+    def load(self, index: int, *, draft_size: int | None = None) -> Image.Image:
+        return load_image(self.paths[index], draft_size=draft_size)
+
+    def digest(self) -> str:
+        def stat(path: Path) -> str:
+            try:
+                info = path.stat()
+            except OSError:
+                return "missing"
+            return f"{info.st_size}:{info.st_mtime_ns}"
+
+        return digest_lines(f"{path}\t{stat(path)}\t{label}" for path, label in zip(self.paths, self.labels))
 
     def name(self, index: int) -> str:
         return str(self.paths[index])
@@ -73,8 +97,13 @@ class ArrayImages(ImageSet):
         self.labels = list(labels)
         self.names = list(names)
 
-    def load(self, index: int) -> Image.Image:
+    def load(self, index: int, *, draft_size: int | None = None) -> Image.Image:
         return Image.fromarray(self.pixels[index], mode="L" if self.pixels.ndim == 3 else "RGB")
+
+    def digest(self) -> str:
+        hasher = hashlib.sha256(np.ascontiguousarray(self.pixels).data)
+        hasher.update(repr((self.labels, self.names)).encode())
+        return hasher.hexdigest()
 
     def name(self, index: int) -> str:
         return self.names[index]

@@ -20,9 +20,10 @@ from tlcli.engine.distributed import make_sampler
 
 
 class TransformedImages(Dataset):
-    def __init__(self, images: ImageSet, transform: Callable, label_map: list[int] | None = None):
+    def __init__(self, images: ImageSet, transform: Callable, label_map: list[int] | None = None, *, draft_size: int | None = None):
         self.images = images
         self.transform = transform
+        self.draft_size = draft_size  # the preset's resize size: see ``load_image``
         # Maps the data's class indices to the model's (evaluation data may order classes differently).
         self.label_map = label_map
 
@@ -34,7 +35,7 @@ class TransformedImages(Dataset):
         if self.label_map is not None:
             label = self.label_map[label]
         try:
-            return self.transform(self.images.load(index)), label, index, None
+            return self.transform(self.images.load(index, draft_size=self.draft_size)), label, index, None
         except BadImageError as exc:
             return None, label, index, f"{self.images.name(index)}: {exc}"
 

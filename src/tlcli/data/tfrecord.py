@@ -20,7 +20,7 @@ from tlcli.config import DataConfig
 from tlcli.data.dataset import ImageData, check_fractions, record_fingerprints, split_records
 from tlcli.data.folder import SPLIT_FOLDER_NAMES
 from tlcli.data.images import open_image_bytes
-from tlcli.data.imagesets import ImageSet
+from tlcli.data.imagesets import ImageSet, digest_lines
 from tlcli.errors import DataError
 
 TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
@@ -152,11 +152,18 @@ class RecordImages(ImageSet):
         self.items = list(items)
         self.labels = list(labels)
 
-    def load(self, index: int) -> Image.Image:
+    def load(self, index: int, *, draft_size: int | None = None) -> Image.Image:
         item = self.items[index]
         with open(item.path, "rb") as stream:
             stream.seek(item.offset)
-            return open_image_bytes(stream.read(item.length))
+            return open_image_bytes(stream.read(item.length), draft_size=draft_size)
+
+    def digest(self) -> str:
+        files = {item.path for item in self.items}
+        stats = {path: f"{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in files if path.exists()}
+        return digest_lines(
+            f"{item.path}\t{stats.get(item.path)}\t{item.offset}\t{item.length}\t{label}" for item, label in zip(self.items, self.labels)
+        )
 
     def name(self, index: int) -> str:
         item = self.items[index]

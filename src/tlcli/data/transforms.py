@@ -100,6 +100,14 @@ def validate_augment(augment: AugmentConfig) -> None:
         raise TlcliError(f"--rotate is in degrees from 0 to 180, got {augment.rotate}")
 
 
+def build_augment(augment: AugmentConfig, channels: int) -> v2.Compose | None:
+    """The training augmentation alone, for uint8 tensors already resized and cropped; None when
+    there is none."""
+    validate_augment(augment)
+    steps = _augmentations(augment, channels)
+    return v2.Compose(steps) if steps else None
+
+
 def build_transform(preprocess: Preprocess, augment: AugmentConfig | None = None, *, normalize: bool = True) -> v2.Compose:
     """PIL image (RGB or L) -> normalised float tensor (C, H, W); augmentation only when given.
 

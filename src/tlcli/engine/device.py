@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tlcli.engine.host import available_cores
 from tlcli.errors import TlcliError
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -77,7 +78,7 @@ def resolve_precision(amp: str, device: torch.device) -> Precision:
 
 def default_workers() -> int:
     """Loader processes: none on small machines, where they compete with the model for cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     return 0 if cores <= 2 else min(8, cores - 1)
 
 

@@ -18,23 +18,9 @@ from torch.utils.data import DataLoader
 from tlcli.data.loading import reseed_loader
 from tlcli.engine.device import Precision
 from tlcli.engine.distributed import reduce_sums
+from tlcli.engine.observer import Observer
 from tlcli.errors import DataError, TlcliError
 from tlcli.models.freeze import set_train_mode
-
-
-class Observer:
-    """What the loop reports as it goes; the CLI draws progress bars or log lines from it."""
-
-    def epoch_start(self, phase: int, epoch: int, epochs: int, batches: int) -> None: ...
-
-    def batch_end(self, done: int, loss: float, accuracy: float, images_per_s: float) -> None: ...
-
-    def epoch_end(self, row: dict) -> None: ...
-
-    def warning(self, text: str) -> None: ...
-
-    def close(self) -> None:
-        """The run is over, finished or not (an error, Ctrl-C): release any live display."""
 
 
 @dataclass

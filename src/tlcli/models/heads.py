@@ -36,9 +36,13 @@ def _preceding_dropout(parent: nn.Module, attr: str) -> nn.Dropout | None:
     return None
 
 
+def preceding_dropout(model: nn.Module, head_name: str) -> nn.Dropout | None:
+    """The Dropout layer right before the head, when the architecture has one."""
+    return _preceding_dropout(*_parent(model, head_name))
+
+
 def head_dropout(model: nn.Module, head_name: str) -> float:
-    parent, attr = _parent(model, head_name)
-    dropout = _preceding_dropout(parent, attr)
+    dropout = preceding_dropout(model, head_name)
     return dropout.p if dropout is not None else 0.0
 
 

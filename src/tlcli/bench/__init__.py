@@ -1,0 +1,1 @@
+"""Benchmarks of tlcli against plain PyTorch loops (``tlcli bench``, ``make bench``)."""

@@ -1,0 +1,228 @@
+"""``tlcli bench``: tlcli's speed against plain PyTorch loops, as ratios from the same run.
+
+Every measurement runs in its own fresh process, so each side gets exactly its own process
+settings: the plain loops the defaults, tlcli its tuned ones. Wall-clock figures include
+starting Python and importing torch, as a user's command does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tlcli.errors import TlcliError
+
+TARGETS = (1, 2, 3, 4, 5)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    arch: str = "efficientnet_b0"
+    images: int = 512  # JPEGs in the phase-1 data set (80 % train, 20 % val)
+    epochs: int = 10  # phase 1
+    full_images: int = 96  # images per epoch in the full fine-tune comparison
+    full_epochs: int = 3
+    image_width: int = 500
+    image_height: int = 375
+    size: int = 224  # the model's input size
+    batch_size: int = 32
+    steps: int = 4  # timed steps after warm-up (target 4)
+    repeats: int = 3  # predict and --help timings: the median of this many runs
+    seed: int = 42
+
+    @property
+    def resize(self) -> int:
+        return round(self.size * 256 / 224)
+
+
+@dataclass
+class Row:
+    target: int
+    name: str
+    baseline: str  # what tlcli is compared with
+    baseline_value: float
+    tlcli_value: float
+    unit: str
+    ratio: float  # how many times better tlcli is (or, for targets 3-5, the ratio the goal bounds)
+    goal: str
+    passed: bool
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class BenchReport:
+    settings: BenchSettings
+    rows: list[Row]
+    seconds: float
+    machine: dict
+
+    @property
+    def passed(self) -> bool:
+        return all(row.passed for row in self.rows)
+
+    def to_dict(self) -> dict:
+        return {"settings": asdict(self.settings), "machine": self.machine, "seconds": self.seconds, "passed": self.passed,
+                "rows": [asdict(row) for row in self.rows]}
+
+
+def write_jpeg_folder(root: Path, count: int, *, width: int, height: int, seed: int, validation: bool = True) -> Path:
+    """``count`` real handwritten digits (scikit-learn's), enlarged to width x height JPEGs, in
+    train/<class>/ folders, or with ``validation`` split 80/20 per class into train/ and val/."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    seen: dict[int, int] = {}
+    for index in range(count):
+        label = int(digits.target[index])
+        pixels = (digits.images[index] * (255.0 / 16.0)).astype(np.uint8)
+        image = Image.fromarray(pixels, "L").resize((width, height), Image.Resampling.BICUBIC)
+        noisy = np.clip(np.asarray(image, dtype=np.int16) + rng.integers(-12, 13, (height, width)), 0, 255).astype(np.uint8)
+        split = "val" if validation and seen.get(label, 0) % 5 == 4 else "train"
+        seen[label] = seen.get(label, 0) + 1
+        target = root / split / str(label) / f"{index:04d}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.stack([noisy] * 3, axis=-1), "RGB").save(target, quality=90)
+    return root
+
+
+def _run(arguments: list[str], *, env: dict | None = None) -> tuple[float, str]:
+    """(wall seconds, stdout) of a fresh Python process; a failure is a TlcliError with its last line."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, *arguments], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TlcliError(f"benchmark step '{' '.join(arguments[:3])}' failed: {last}")
+    return seconds, done.stdout
+
+
+def _json(arguments: list[str], **kwargs) -> tuple[float, dict]:
+    seconds, stdout = _run(arguments, **kwargs)
+    return seconds, json.loads(stdout)
+
+
+def _reference(mode: str, s: BenchSettings, *extra: str) -> list[str]:
+    return ["-m", "tlcli.bench.reference", mode, "--arch", s.arch, "--size", str(s.size), "--resize", str(s.resize),
+            "--batch-size", str(s.batch_size), "--seed", str(s.seed), *extra]
+
+
+def _tlcli_train(data: Path, out: Path, s: BenchSettings, *extra: str) -> list[str]:
+    return ["-m", "tlcli", "train", "--data", str(data), "--arch", s.arch, "--weights", "none", "--input-size", str(s.size),
+            "--batch-size", str(s.batch_size), "--seed", str(s.seed), "--out", str(out), "--overwrite", "--json", *extra]
+
+
+def phase1_speedup(work: Path, s: BenchSettings) -> Row:
+    data = work / "phase1"
+    plain_seconds, plain = _json(_reference("phase1", s, "--data", str(data), "--epochs", str(s.epochs)))
+    tlcli_seconds, result = _json(_tlcli_train(data, work / "runs" / "phase1", s, "--freeze", "backbone", "--epochs", str(s.epochs)))
+    tlcli_acc = result["final"]["val_acc"]
+    gap = abs(tlcli_acc - plain["val_acc"]) * 100
+    ratio = plain_seconds / tlcli_seconds
+    return Row(
+        1, f"phase 1, frozen {s.arch}, {s.images} JPEGs, {s.epochs} epochs", "plain loop", plain_seconds, tlcli_seconds, "s",
+        ratio, ">= 20x faster, val acc within 0.5 points", ratio >= 20 and gap <= 0.5,
+        {"plain_val_acc": plain["val_acc"], "tlcli_val_acc": tlcli_acc, "accuracy_gap_points": gap,
+         "checkpoint": result["files"].get("best.pt")},
+    )
+
+
+def full_finetune_speedup(work: Path, s: BenchSettings) -> Row:
+    data = work / "full"
+    _, plain = _json(_reference("full", s, "--data", str(data), "--epochs", str(s.full_epochs)))
+    _, result = _json(_tlcli_train(data, work / "runs" / "full", s, "--freeze", "none", "--lr", "1e-4", "--val-split", "0",
+                                   "--test-split", "0", "--epochs", str(s.full_epochs)))
+    tlcli_rate = result["final"]["images_per_s"]
+    ratio = tlcli_rate / plain["images_per_s"]
+    return Row(2, f"full fine-tune of {s.arch} on the CPU", "plain loop", plain["images_per_s"], tlcli_rate, "img/s",
+               ratio, ">= 3x the images/s", ratio >= 3)
+
+
+def pipeline_overhead(work: Path, s: BenchSettings) -> Row:
+    _, result = _json(["-m", "tlcli.bench.steps", "pipeline", "--data", str(work / "full"), "--arch", s.arch, "--size", str(s.size),
+                       "--batch-size", str(s.batch_size), "--seed", str(s.seed)])
+    ratio = result["pipeline_seconds"] / result["memory_seconds"]
+    return Row(3, "decoded-image cache: epoch time, real pipeline vs tensors in memory", "tensors in memory",
+               result["memory_seconds"], result["pipeline_seconds"], "s", ratio, "<= 1.10x", ratio <= 1.10,
+               {"images": result["images"], "model": f"{s.arch}, frozen backbone, hflip, features not cached"})
+
+
+def loop_overhead(work: Path, s: BenchSettings) -> list[Row]:
+    common = ["--arch", s.arch, "--size", str(s.size), "--batch-size", str(s.batch_size), "--seed", str(s.seed),
+              "--steps", str(s.steps)]
+    reference, ours = [], []
+    for _ in range(2):  # interleaved, best of two: the machine's noise hits both sides alike
+        reference.append(_json(["-m", "tlcli.bench.reference", "step", "--channels-last", "--tune-allocator", *common])[1])
+        ours.append(_json(["-m", "tlcli.bench.steps", "step", *common])[1])
+    speed = max(r["images_per_s"] for r in ours) / max(r["images_per_s"] for r in reference)
+    memory = min(r["peak_bytes"] for r in ours) / min(r["peak_bytes"] for r in reference)
+    mib = 1024 * 1024
+    return [
+        Row(4, f"training step vs minimal loop ({s.arch}, batch {s.batch_size}, fp32, channels-last)", "minimal loop",
+            max(r["images_per_s"] for r in reference), max(r["images_per_s"] for r in ours), "img/s", speed, ">= 0.95x",
+            speed >= 0.95),
+        Row(4, "peak memory of the same step", "minimal loop", min(r["peak_bytes"] for r in reference) / mib,
+            min(r["peak_bytes"] for r in ours) / mib, "MiB", memory, "<= 1.05x", memory <= 1.05),
+    ]
+
+
+def startup(work: Path, s: BenchSettings, checkpoint: str | None) -> list[Row]:
+    helps = [_run(["-m", "tlcli", "--help"])[0] for _ in range(s.repeats)]
+    help_seconds = statistics.median(helps)
+    rows = [Row(5, "tlcli --help", "0.5 s", 0.5, help_seconds, "s", help_seconds / 0.5, "< 0.5 s", help_seconds < 0.5)]
+    if checkpoint is None:
+        checkpoint = str(work / "runs" / "predict" / "best.pt")
+        _run(_tlcli_train(work / "phase1", Path(checkpoint).parent, s, "--freeze", "backbone", "--epochs", "1"))
+    image = next((work / "phase1" / "val").rglob("*.jpg"))
+    floor, ours = [], []
+    for _ in range(s.repeats):
+        floor.append(_run(["-m", "tlcli.bench.reference", "predict", "--checkpoint", checkpoint])[0])
+        ours.append(_run(["-m", "tlcli", "predict", str(image), "--checkpoint", checkpoint])[0])
+    ratio = statistics.median(ours) / statistics.median(floor)
+    rows.append(Row(5, "tlcli predict of one image", "import torch + load + one forward", statistics.median(floor),
+                    statistics.median(ours), "s", ratio, "<= 1.3x", ratio <= 1.3))
+    return rows
+
+
+def run_bench(settings: BenchSettings = BenchSettings(), *, targets: tuple[int, ...] = TARGETS, workdir: Path | None = None,
+              on_row: Callable[[Row], None] = lambda row: None) -> BenchReport:
+    unknown = set(targets) - set(TARGETS)
+    if unknown:
+        raise TlcliError(f"unknown target {sorted(unknown)[0]}; targets are {', '.join(map(str, TARGETS))}")
+    from tlcli.engine.host import available_cores
+
+    started = time.perf_counter()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="tlcli-bench-", dir=workdir) as folder:
+        work = Path(folder)
+        write_jpeg_folder(work / "phase1", settings.images, width=settings.image_width, height=settings.image_height, seed=settings.seed)
+        write_jpeg_folder(
+            work / "full", settings.full_images, width=settings.image_width, height=settings.image_height, seed=settings.seed, validation=False,
+        )
+        checkpoint = None
+        steps: list[tuple[int, Callable[[], list[Row]]]] = [
+            (1, lambda: [phase1_speedup(work, settings)]),
+            (2, lambda: [full_finetune_speedup(work, settings)]),
+            (3, lambda: [pipeline_overhead(work, settings)]),
+            (4, lambda: loop_overhead(work, settings)),
+            (5, lambda: startup(work, settings, checkpoint)),
+        ]
+        for target, measure in steps:
+            if target not in targets:
+                continue
+            for row in measure():
+                rows.append(row)
+                on_row(row)
+                checkpoint = row.details.get("checkpoint", checkpoint)
+    machine = {"cores": available_cores(), "python": sys.version.split()[0], "platform": sys.platform}
+    return BenchReport(settings, rows, time.perf_counter() - started, machine)

@@ -1,0 +1,41 @@
+"""Where the caches that outlive a run live, and how their files are named.
+
+A cache file's name is a hash of everything its contents depend on, so a changed image, model,
+preprocessing or option gives a new name rather than stale contents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+# Bump when what the caches hold changes meaning, so old files are no longer matched.
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """$TLCLI_CACHE_DIR, else $XDG_CACHE_HOME/tlcli, else ~/.cache/tlcli."""
+    if os.environ.get("TLCLI_CACHE_DIR"):
+        return Path(os.environ["TLCLI_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tlcli"
+
+
+def cache_key(*parts) -> str:
+    text = json.dumps([CACHE_FORMAT, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
