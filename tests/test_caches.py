@@ -110,14 +110,14 @@ def test_a_head_followed_by_more_layers_is_detected():
     network = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3), nn.Tanh())
     for parameter in network[0].parameters():
         parameter.requires_grad_(False)
-    head = feature_head(network, "3", bn_train=False)
+    feature_head(network, "3", bn_train=False)  # nothing before the head trains: only running it tells
     batches = [(torch.rand(3, 8, 8), 0, i, None) for i in range(4)]
     loader = make_loader(batches, batch_size=2, shuffle=False, workers=0, seed=0)
     precision = resolve_precision("off", torch.device("cpu"))
     with pytest.raises(NotCacheable, match="layers follow the head"):
-        extract(network, head, loader, views=1, seed=0, device=torch.device("cpu"), precision=precision, channels_last=False)
+        extract(network, "3", loader, views=1, seed=0, device=torch.device("cpu"), precision=precision, channels_last=False)
     network = network[:4]
-    features = extract(network, head, loader, views=1, seed=0, device=torch.device("cpu"), precision=precision, channels_last=False)
+    features = extract(network, "3", loader, views=1, seed=0, device=torch.device("cpu"), precision=precision, channels_last=False)
     assert features.values.shape == (4, 1, 4) and bool(features.valid.all())
 
 

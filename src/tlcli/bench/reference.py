@@ -22,6 +22,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import time
 
 
@@ -43,7 +44,7 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _model(arch: str, classes: int, seed: int):
+def _model(arch: str, classes: int, seed: int, weights: str | None = None):
     import torch
     import torchvision
     from torch import nn
@@ -55,6 +56,10 @@ def _model(arch: str, classes: int, seed: int):
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attr, nn.Linear(getattr(parent, attr).in_features, classes))
+    if weights:
+        own = model.state_dict()
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
     return model, model.get_submodule(name)
 
 
@@ -81,7 +86,7 @@ def phase1(args) -> dict:
 
     started = time.perf_counter()
     train, loader, val = _folder_loaders(args.data, args.batch_size, args.seed, args.size, args.resize)
-    model, head = _model(args.arch, len(train.classes), args.seed)
+    model, head = _model(args.arch, len(train.classes), args.seed, args.weights)
     for parameter in model.parameters():
         parameter.requires_grad = False
     for parameter in head.parameters():
@@ -157,7 +162,7 @@ def step(args) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.item()
         times.append(time.perf_counter() - started)
-    steady = sorted(times[args.warmup:])[len(times[args.warmup:]) // 2]
+    steady = statistics.median(times[args.warmup:])
     return {"images_per_s": args.batch_size / steady, "peak_bytes": _peak_rss_bytes() - before}
 
 
@@ -180,6 +185,7 @@ def main() -> None:
     parser.add_argument("mode", choices=["phase1", "full", "step", "predict"])
     parser.add_argument("--data")
     parser.add_argument("--checkpoint")
+    parser.add_argument("--weights", help="a backbone state dict (phase1)")
     parser.add_argument("--arch", default="efficientnet_b0")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)

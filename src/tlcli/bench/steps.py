@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from dataclasses import replace
 
@@ -28,8 +29,8 @@ class _StepTimes(Observer):
 
     def steady(self, warmup: int) -> float:
         """Median step time after ``warmup`` steps."""
-        steps = sorted(b - a for a, b in zip(self.stamps, self.stamps[1:]))[warmup:] or [self.stamps[-1] - self.stamps[0]]
-        return steps[len(steps) // 2]
+        steps = [b - a for a, b in zip(self.stamps, self.stamps[1:])][warmup:]
+        return statistics.median(steps)
 
 
 def _setup(args, *, freeze: str, augment):
