@@ -35,7 +35,7 @@ demo: $(VENV)/.installed-base
 test: $(VENV)/.installed-dev
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "chromium unavailable: the browser test will be skipped"
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The speed targets of benchmarks/README.md, as ratios against plain PyTorch loops measured in the
 # same run on this machine (about 8 minutes on 2 cores); exits 1 when a target is missed.

@@ -90,6 +90,13 @@ def test_features_on_disk_are_reused_by_a_second_run_and_a_damaged_file_is_recom
     assert _metrics(third.history) == pytest.approx(_metrics(first.history))
 
 
+def test_features_of_augmented_images_are_never_reused_for_plain_ones(tmp_path):
+    cache = str(tmp_path / "features")
+    train(_frozen("checkpoints/flipped", epochs=1, cache_dir=cache, feature_views=1, augment=AugmentConfig(hflip=True)))
+    plain = train(_frozen("checkpoints/plain", epochs=1, cache_dir=cache))
+    assert "saved to" in _log(plain) and "reused" not in _log(plain)
+
+
 def test_augmented_views_are_cached_and_drawn_per_epoch():
     result = train(_frozen("checkpoints/views", epochs=2, augment=AugmentConfig(hflip=True, rotate=20), feature_views=3))
     assert "features cached, 3 views per image" in _log(result)
@@ -115,9 +122,10 @@ def test_a_head_followed_by_more_layers_is_detected():
     loader = make_loader(batches, batch_size=2, shuffle=False, workers=0, seed=0)
     precision = resolve_precision("off", torch.device("cpu"))
     with pytest.raises(NotCacheable, match="layers follow the head"):
-        extract(network, "3", loader, views=1, seed=0, device=torch.device("cpu"), precision=precision, channels_last=False)
+        extract(network, "3", loader, head=network[3], views=1, seed=0, device=torch.device("cpu"), precision=precision, channels_last=False)
     network = network[:4]
-    features = extract(network, "3", loader, views=1, seed=0, device=torch.device("cpu"), precision=precision, channels_last=False)
+    features = extract(network, "3", loader, head=network[3], views=1, seed=0, device=torch.device("cpu"), precision=precision,
+                       channels_last=False)
     assert features.values.shape == (4, 1, 4) and bool(features.valid.all())
 
 

@@ -9,8 +9,8 @@ full disk leaves the previous file intact.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
+import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,22 +40,26 @@ def stamp(content: dict[str, Any]) -> dict[str, Any]:
 
 
 def atomic_save(obj: Any, path: Path, *also: Path) -> None:
-    """torch.save ``obj`` to ``path`` (and each of ``also``, serialised once) so that readers see
-    the old file or the new one, never a part."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    for target in (Path(path), *map(Path, also)):
-        _write_atomically(buffer.getbuffer(), target)
+    """torch.save ``obj`` to ``path`` (and copies to each of ``also``) so that readers see the
+    old file or the new one, never a part."""
+    _write_atomically(Path(path), lambda stream: torch.save(obj, stream))
+    for target in map(Path, also):
+        with open(path, "rb") as source:
+            _write_atomically(target, lambda stream: shutil.copyfileobj(source, stream, 1 << 20))
 
 
-def _write_atomically(data: memoryview, path: Path) -> None:
+def write_file_atomically(data: bytes, path: Path) -> None:
+    _write_atomically(Path(path), lambda stream: stream.write(data))
+
+
+def _write_atomically(path: Path, write) -> None:
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:  # a missing or read-only folder: nothing was written
         raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)

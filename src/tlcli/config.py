@@ -134,7 +134,8 @@ class TrainConfig:
             model=ModelConfig(**model),
             augment=AugmentConfig(**values["augment"]),
             optim=OptimConfig(**values["optim"]),
-            run=RunConfig(**values["run"]),
+            # Runs from before the caches existed resume as they ran, recomputing features.
+            run=RunConfig(**{"cache_features": "off", **values["run"]}),
         )
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tlcli.cache import cache_key
 from tlcli.checkpoint import atomic_save
 from tlcli.engine.device import Precision
+from tlcli.engine.loop import batch_to_device
 from tlcli.errors import TlcliError
 from tlcli.models.freeze import set_train_mode
 from tlcli.models.heads import preceding_dropout
@@ -86,15 +87,13 @@ class Features:
     reasons: dict[int, str] = field(default_factory=dict)  # index -> "name: reason"
 
 
-def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    return images.to(device, non_blocking=True, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-
-
-def _inference_copy(network: nn.Module) -> nn.Module:
-    """A copy with each BatchNorm folded into the convolution before it (~20 % faster on the
-    CPU); the network itself when it cannot be traced (data-dependent control flow)."""
+def inference_copy(network: nn.Module) -> nn.Module:
+    """For extraction: a copy in eval mode with each BatchNorm folded into the convolution
+    before it (~20 % faster on the CPU); the network itself, in eval mode, when it cannot be
+    traced (data-dependent control flow)."""
     from torch.fx.experimental.optimization import fuse
 
+    network.eval()
     try:
         return fuse(network)
     except Exception:  # torch.fx raises many types (TraceError, TypeError, ...) for untraceable code
@@ -103,17 +102,16 @@ def _inference_copy(network: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def extract(
-    network: nn.Module, head_path: str, loader: DataLoader, *, views: int, seed: int, device: torch.device,
-    precision: Precision, channels_last: bool, progress=lambda done, total: None,
+    network: nn.Module, head_path: str, loader: DataLoader, *, head: nn.Module, views: int, seed: int,
+    device: torch.device, precision: Precision, channels_last: bool, progress=lambda done, total: None,
 ) -> Features:
-    """Run ``network`` over ``loader`` ``views`` times (each with its own augmentation seed) and
-    keep what enters its submodule ``head_path``. The first batch checks that the head alone
-    reproduces the network's logits from them (NotCacheable when something follows the head)."""
-    network.eval()
-    inference = _inference_copy(network)
-    head = inference.get_submodule(head_path)
+    """Run ``network`` (in eval mode) over ``loader`` ``views`` times, each with its own
+    augmentation seed, and keep what enters its submodule ``head_path``. The first batch checks
+    that ``head``, the module that will train, reproduces the network's logits from them
+    (NotCacheable when something follows the head or the head is not called as a module)."""
+    hooked = network.get_submodule(head_path)
     captured: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    hook = hooked.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
     count = len(loader.dataset)
     values: torch.Tensor | None = None
     valid = torch.zeros(count, dtype=torch.bool)
@@ -127,7 +125,9 @@ def extract(
                 skipped.update((text.split(": ")[0], text) for text in batch.skipped)
                 if len(batch.labels):
                     with precision.autocast():
-                        logits = inference(_to_device(batch.images, device, channels_last))
+                        logits = network(batch_to_device(batch, device, channels_last)[0])
+                    if len(captured) != 1:
+                        raise NotCacheable(f"the head ran {len(captured)} times in one forward pass")
                     features = captured.pop()
                     if not checked:
                         with precision.autocast():
@@ -142,7 +142,6 @@ def extract(
                 progress(view * len(loader) + step, views * len(loader))
     finally:
         hook.remove()
-        network.train()
     if values is None:
         raise TlcliError(f"none of the {count} images could be read; run 'tlcli data check'")
     images = loader.dataset

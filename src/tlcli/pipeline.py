@@ -26,14 +26,15 @@ from tlcli.engine.device import Precision, default_workers
 from tlcli.errors import TlcliError
 from tlcli.features import (
     FEATURE_CACHE_CHOICES,
-    FeatureHead,
     Features,
     FeatureSet,
     NotCacheable,
     backbone_digest,
     extract,
     feature_head,
+    FeatureHead,
     features_key,
+    inference_copy,
     load_cached,
     save_cached,
 )
@@ -88,7 +89,7 @@ def _image_datasets(data: ImageData, preprocess, config: TrainConfig, *, mode: s
 
 
 def _features(
-    network: nn.Module, dataset: Dataset, images: ImageSet, *, views: int, config: TrainConfig,
+    network: nn.Module, dataset: Dataset, images: ImageSet, *, head: FeatureHead, views: int, augmenting: bool, config: TrainConfig,
     built: BuiltModel, device: torch.device, precision: Precision, channels_last: bool, workers: int, observer, what: str,
 ) -> tuple[Features, str]:
     run = config.run
@@ -96,7 +97,7 @@ def _features(
     if run.cache_dir:
         key = features_key(
             built.arch, backbone_digest(built.model, built.head_name), built.preprocess.to_dict(), images.digest(),
-            config.augment.__dict__ if views > 1 else None, views, run.seed, precision.name, channels_last,
+            config.augment.__dict__ if augmenting else None, views, run.seed, precision.name, channels_last,
         )
         cache_file = Path(run.cache_dir) / f"features-{key}.pt"
         cached = load_cached(cache_file)
@@ -105,11 +106,15 @@ def _features(
     # Without gradients a batch takes under half the memory, and bigger batches run faster.
     loader = make_loader(dataset, batch_size=2 * run.batch_size, shuffle=False, workers=workers, seed=run.seed, persistent=False)
     features = extract(
-        network, f"model.{built.head_name}", loader, views=views, seed=run.seed, device=device, precision=precision, channels_last=channels_last,
+        network, f"model.{built.head_name}", loader, head=head.head, views=views, seed=run.seed, device=device, precision=precision, channels_last=channels_last,
         progress=lambda done, total: observer.prepare(what, done, total),
     )
     if cache_file is not None:
-        save_cached(features, cache_file)
+        try:
+            save_cached(features, cache_file)
+        except (OSError, TlcliError) as exc:  # the run goes on from memory
+            observer.warning(f"features not saved to {run.cache_dir}: {exc}")
+            return features, "in memory"
         return features, f"saved to {cache_file}"
     return features, "in memory"
 
@@ -149,12 +154,16 @@ def build_inputs(
     network = UInt8Input(model, built.preprocess, augment if augment_on_device else None).to(device)
 
     if head is not None:
-        views = run.feature_views if augment is not None else 1
+        # More views than epochs would never be drawn.
+        views = min(run.feature_views, run.epochs) if augment is not None else 1
         try:
-            common = dict(config=config, built=built, device=device, precision=precision, channels_last=channels_last, workers=workers, observer=observer)
-            train_features, where = _features(network, train_set, data.splits["train"], views=views, what="caching train features", **common)
+            common = dict(config=config, built=built, device=device, precision=precision, channels_last=channels_last, workers=workers,
+                          observer=observer, head=head)
+            extractor = inference_copy(network)
+            train_features, where = _features(extractor, train_set, data.splits["train"], views=views, augmenting=augment is not None,
+                                              what="caching train features", **common)
             val_features = (
-                _features(network, val_set, data.splits["val"], views=1, what="caching val features", **common)[0]
+                _features(extractor, val_set, data.splits["val"], views=1, augmenting=False, what="caching val features", **common)[0]
                 if len(val_set) else None
             )
         except NotCacheable as exc:

@@ -114,7 +114,8 @@ def finetune(config: FinetuneConfig, *, observer: Observer | None = None) -> Run
     phase1 = TrainConfig.from_dict(checkpoint["config"])
     lr = config.lr if config.lr is not None else phase1.optim.lr / 10
     optim = replace(phase1.optim, **{"lr": lr, "backbone_lr_mult": config.backbone_lr_mult, **dict(config.optim_overrides)})
-    run = replace(phase1.run, **{"epochs": config.epochs, "out": None, "overwrite": False, **dict(config.run_overrides)})
+    # Phase 1's --cache-features on would refuse the unfrozen backbone of phase 2.
+    run = replace(phase1.run, **{"epochs": config.epochs, "out": None, "overwrite": False, "cache_features": "auto", **dict(config.run_overrides)})
     train_config = replace(phase1, optim=optim, run=run)
     run_dir = Path(run.out) if run.out else source.parent.parent / default_run_name(phase1.data.source, phase1.model.arch, "-ft")
     freeze = "none" if config.unfreeze == "all" else config.unfreeze

@@ -63,12 +63,14 @@ def _model(arch: str, classes: int, seed: int, weights: str | None = None):
     return model, model.get_submodule(name)
 
 
-def _folder_loaders(root: str, batch_size: int, seed: int, size: int, resize: int):
+def _folder_loaders(root: str, batch_size: int, seed: int, size: int, resize: int, arch: str):
     import torch
-    from torchvision import datasets, transforms
+    from torchvision import datasets, models, transforms
 
+    # The weights' own preset, as the reports used it (EfficientNet: bicubic).
+    interpolation = models.get_model_weights(arch).DEFAULT.transforms().interpolation
     transform = transforms.Compose([
-        transforms.Resize(resize), transforms.CenterCrop(size), transforms.ToTensor(),
+        transforms.Resize(resize, interpolation=interpolation), transforms.CenterCrop(size), transforms.ToTensor(),
         transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
     ])
     train = datasets.ImageFolder(f"{root}/train", transform)
@@ -85,7 +87,7 @@ def phase1(args) -> dict:
     from torch import nn
 
     started = time.perf_counter()
-    train, loader, val = _folder_loaders(args.data, args.batch_size, args.seed, args.size, args.resize)
+    train, loader, val = _folder_loaders(args.data, args.batch_size, args.seed, args.size, args.resize, args.arch)
     model, head = _model(args.arch, len(train.classes), args.seed, args.weights)
     for parameter in model.parameters():
         parameter.requires_grad = False
@@ -102,11 +104,13 @@ def phase1(args) -> dict:
         for name, child in model.named_children():  # frozen BatchNorm keeps its statistics, as Keras does
             if not any(p.requires_grad for p in child.parameters()):
                 child.eval()
+        loss_sum = seen = 0
         for images, labels in loader:
             loss = criterion(model(images), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            loss_sum, seen = loss_sum + loss.item() * len(labels), seen + len(labels)
         schedule.step()
         model.eval()
         correct = total = 0
@@ -115,14 +119,14 @@ def phase1(args) -> dict:
                 correct += (model(images).argmax(1) == labels).sum().item()
                 total += len(labels)
         val_acc = correct / total
-    return {"seconds": time.perf_counter() - started, "val_acc": val_acc}
+    return {"seconds": time.perf_counter() - started, "val_acc": val_acc, "train_loss": loss_sum / seen}
 
 
 def full(args) -> dict:
     import torch
     from torch import nn
 
-    train, loader, _ = _folder_loaders(args.data, args.batch_size, args.seed, args.size, args.resize)
+    train, loader, _ = _folder_loaders(args.data, args.batch_size, args.seed, args.size, args.resize, args.arch)
     model, _ = _model(args.arch, len(train.classes), args.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     criterion = nn.CrossEntropyLoss()

@@ -33,10 +33,10 @@ def render_table(rows: list[dict]) -> None:
 def bench(
     targets: Annotated[Optional[str], typer.Option("--targets", help="Comma-separated targets to run (1-5) [default: all].")] = None,
     arch: Annotated[str, typer.Option("--arch", help="The torchvision architecture measured.")] = "efficientnet_b0",
-    images: Annotated[int, typer.Option("--images", min=10, help="JPEG images of the phase-1 comparison.")] = 512,
+    images: Annotated[int, typer.Option("--images", min=50, max=1797, help="JPEG images of the phase-1 comparison (the digits: at most 1,797).")] = 512,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Phase-1 epochs.")] = 10,
     size: Annotated[int, typer.Option("--size", min=32, help="The model's input size.")] = 224,
-    full_images: Annotated[int, typer.Option("--full-images", min=1, help="Images per epoch of the full fine-tune comparison.")] = 96,
+    full_images: Annotated[int, typer.Option("--full-images", min=1, max=1797, help="Images per epoch of the full fine-tune comparison.")] = 96,
     workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Where the temporary images and runs go [default: the system's temp folder].")] = None,
     save: Annotated[Optional[Path], typer.Option("--save", help="Also write the JSON report to this file.")] = None,
     as_json: options.JsonOption = False,

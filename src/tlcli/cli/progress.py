@@ -29,7 +29,7 @@ class LineObserver(Observer):
 
     def prepare(self, what: str, done: int, total: int) -> None:
         if done == total:
-            output.info(f"{what}: {total} batches done")
+            output.info(f"{what}: done")
 
 
 class BarObserver(LineObserver):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tlcli.cache import cache_key, write_atomically
+from tlcli.cache import cache_key
+from tlcli.checkpoint import write_file_atomically
 from tlcli.data.imagesets import ImageSet
 from tlcli.data.loading import TransformedImages
 from tlcli.data.transforms import Preprocess, build_transform
@@ -36,10 +39,6 @@ class DecodedImages:
     where: str  # memory | a file path
     reused: bool = False  # read from an earlier run's file
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.pixels.nbytes)
-
 
 def available_memory() -> int:
     try:
@@ -48,7 +47,10 @@ def available_memory() -> int:
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # macOS has no SC_AVPHYS_PAGES
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
 def cache_bytes(count: int, preprocess: Preprocess) -> int:
@@ -97,17 +99,28 @@ def decode_images(
     if target.exists() and failures_file.exists():
         failures = {int(index): reason for index, reason in json.loads(failures_file.read_text()).items()}
         return DecodedImages(np.load(target, mmap_mode="r"), failures, str(target), reused=True)
+    partial = None
     try:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        needed = int(np.prod(shape)) + (1 << 20)
+        free = shutil.disk_usage(cache_dir).free
+        if free < needed:  # a memory map filling a full disk dies of SIGBUS, not an error
+            raise TlcliError(f"the image cache needs {needed / 2**30:.1f} GiB in {cache_dir}, which has {free / 2**30:.1f} GiB free")
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache_dir)
+        os.close(handle)
+        partial = Path(name)
         pixels = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
         failures = _fill(images, preprocess, pixels, workers=workers, progress=progress)
         pixels.flush()
         del pixels
-        write_atomically(failures_file, json.dumps(failures).encode())
+        write_file_atomically(json.dumps(failures).encode(), failures_file)
         os.replace(partial, target)  # last: a file under the final name is always complete
+        partial = None
     except OSError as exc:
         raise TlcliError(f"cannot write the image cache in {cache_dir}: {exc.strerror or exc}") from None
+    finally:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
     return DecodedImages(np.load(target, mmap_mode="r"), failures, str(target))
 
 

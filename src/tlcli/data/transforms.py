@@ -114,7 +114,9 @@ def build_transform(preprocess: Preprocess, augment: AugmentConfig | None = None
     ``normalize=False`` stops at the resized uint8 tensor, for exported models that normalise
     inside their graph.
     """
-    steps: list = [ToChannels(preprocess.channels), v2.ToImage(), *_resize(preprocess)]
+    # Resizing the PIL image (PIL's resampling, as torchvision's classic transforms and the
+    # reports do) gives the pixels those pipelines give, and is faster than resizing a tensor.
+    steps: list = [ToChannels(preprocess.channels), *_resize(preprocess), v2.ToImage()]
     if augment is not None:
         validate_augment(augment)
         steps += _augmentations(augment, preprocess.channels)

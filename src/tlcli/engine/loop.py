@@ -37,7 +37,7 @@ class Pass:
     indices: torch.Tensor | None = None
 
 
-def _to_device(batch, device: torch.device, channels_last: bool):
+def batch_to_device(batch, device: torch.device, channels_last: bool):
     memory_format = torch.channels_last if channels_last else torch.preserve_format
     images = batch.images.to(device, non_blocking=True, memory_format=memory_format)
     return images, batch.labels.to(device, non_blocking=True)
@@ -69,7 +69,7 @@ def train_one_epoch(
     for step, batch in enumerate(loader, start=1):
         skipped += batch.skipped
         if len(batch.labels):
-            images, labels = _to_device(batch, device, channels_last)
+            images, labels = batch_to_device(batch, device, channels_last)
             with precision.autocast():
                 logits = model(images)
                 loss = criterion(logits, labels)
@@ -117,7 +117,7 @@ def evaluate(
         skipped += batch.skipped
         if not len(batch.labels):
             continue
-        images, labels = _to_device(batch, device, channels_last)
+        images, labels = batch_to_device(batch, device, channels_last)
         with precision.autocast():
             logits = model(images)
         logits = logits.float()
