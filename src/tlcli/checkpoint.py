@@ -40,12 +40,28 @@ def stamp(content: dict[str, Any]) -> dict[str, Any]:
 
 
 def atomic_save(obj: Any, path: Path, *also: Path) -> None:
-    """torch.save ``obj`` to ``path`` (and copies to each of ``also``) so that readers see the
-    old file or the new one, never a part."""
+    """torch.save ``obj`` to ``path`` (and to each of ``also``) so that readers see the old file
+    or the new one, never a part."""
     _write_atomically(Path(path), lambda stream: torch.save(obj, stream))
     for target in map(Path, also):
-        with open(path, "rb") as source:
-            _write_atomically(target, lambda stream: shutil.copyfileobj(source, stream, 1 << 20))
+        _same_file(Path(path), target)
+
+
+def _same_file(source: Path, target: Path) -> None:
+    """``target`` becomes a hard link to ``source``'s current contents (no copy, no second
+    fsync); a later replace of ``source`` leaves it alone. Copies where links are refused."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.link")
+    try:
+        temporary.unlink(missing_ok=True)
+        os.link(source, temporary)
+        os.replace(temporary, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        with open(source, "rb") as stream:
+            _write_atomically(target, lambda out: shutil.copyfileobj(stream, out, 1 << 20))
+        return
+    _fsync_folder(target.parent)
 
 
 def write_file_atomically(data: bytes, path: Path) -> None:

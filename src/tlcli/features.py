@@ -132,6 +132,7 @@ def extract(
                     if not checked:
                         with precision.autocast():
                             alone = head(features)
+                        captured.clear()  # when ``head`` is the hooked module itself
                         if alone.shape != logits.shape or not torch.allclose(alone.float(), logits.float(), rtol=1e-3, atol=1e-3):
                             raise NotCacheable("the head's output is not the network's output (layers follow the head)")
                         checked = True

@@ -7,6 +7,7 @@ optimiser state and the history start from.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,7 +35,7 @@ from tlcli.errors import CheckpointError, DataError, TlcliError
 from tlcli.models.freeze import apply_freeze, count_parameters
 from tlcli.models.registry import BuiltModel, build_model
 from tlcli.pipeline import build_inputs, wants_channels_last
-from tlcli.report.plots import plot_curves
+from tlcli.report.plots import plot_curves, pyplot
 from tlcli.runs import RunFolder, checkpoints_root, default_run_name, resolve_checkpoint
 
 
@@ -277,11 +278,14 @@ def _run(start: _Start, observer: Observer) -> RunResult:
                 + (" (best)" if is_best else "")
             )
 
-        plotted = [-math.inf]
+        plotted = [time.monotonic()]  # the first drawing after CURVES_EVERY_S, or at the end
+        if is_main_process():
+            # matplotlib takes ~1.5 s to import: do it while the first epochs run.
+            threading.Thread(target=pyplot, daemon=True).start()
         try:
             fit(trainer, epochs=run.epochs, progress=progress, history=history, save=save, observer=observer, epoch_offset=offset)
         finally:
-            if plotted[0] > -math.inf and is_main_process():  # epochs since the last drawing
+            if history and is_main_process():  # the epochs since the last drawing
                 plot_curves(history, folder.curves, title=f"{config.model.arch} on {data.source}")
             observer.close()
             if scalars is not None:
