@@ -7,7 +7,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from tlcli.checkpoint import load_checkpoint

@@ -31,7 +31,7 @@ from tlcli.engine.distributed import is_main_process
 from tlcli.engine.host import allocator_tuning, cap_threads
 from tlcli.engine.loop import Observer, Progress, Trainer, evaluate, fit
 from tlcli.engine.optim import build_criterion, build_optimizer, build_scheduler, continue_schedule, parameter_groups
-from tlcli.errors import CheckpointError, DataError, TlcliError
+from tlcli.errors import DataError, TlcliError
 from tlcli.models.freeze import apply_freeze, count_parameters
 from tlcli.models.registry import BuiltModel, build_model
 from tlcli.pipeline import build_inputs, wants_channels_last
