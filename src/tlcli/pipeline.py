@@ -90,13 +90,15 @@ def _image_datasets(data: ImageData, preprocess, config: TrainConfig, *, mode: s
 
 def _features(
     network: nn.Module, dataset: Dataset, images: ImageSet, *, head: FeatureHead, views: int, augmenting: bool, config: TrainConfig,
-    built: BuiltModel, device: torch.device, precision: Precision, channels_last: bool, workers: int, observer, what: str,
+    built: BuiltModel, backbone: str | None, device: torch.device, precision: Precision, channels_last: bool, workers: int, observer,
+    what: str,
 ) -> tuple[Features, str]:
+    """``backbone``: the digest of the frozen weights when features are kept in --cache-dir."""
     run = config.run
     cache_file = None
-    if run.cache_dir:
+    if backbone is not None:
         key = features_key(
-            built.arch, backbone_digest(built.model, built.head_name), built.preprocess.to_dict(), images.digest(),
+            built.arch, backbone, built.preprocess.to_dict(), images.digest(),
             config.augment.__dict__ if augmenting else None, views, run.seed, precision.name, channels_last,
         )
         cache_file = Path(run.cache_dir) / f"features-{key}.pt"
@@ -158,7 +160,8 @@ def build_inputs(
         views = min(run.feature_views, run.epochs) if augment is not None else 1
         try:
             common = dict(config=config, built=built, device=device, precision=precision, channels_last=channels_last, workers=workers,
-                          observer=observer, head=head)
+                          observer=observer, head=head,
+                          backbone=backbone_digest(built.model, built.head_name) if run.cache_dir else None)
             extractor = inference_copy(network)
             train_features, where = _features(extractor, train_set, data.splits["train"], views=views, augmenting=augment is not None,
                                               what="caching train features", **common)
