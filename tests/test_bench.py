@@ -29,6 +29,26 @@ def test_the_cli_starts_without_importing_torch():
     assert _python("import sys, tlcli.cli; print('torch' in sys.modules)") == "False"
 
 
+def test_torchvision_comes_without_dynamo_which_still_loads_when_used():
+    out = _python("""
+        import sys
+        import tlcli.training, tlcli.prediction
+        from tlcli.models.registry import build_model
+        from tlcli.config import ModelConfig
+        build_model(ModelConfig("resnet18", weights="none"), num_classes=3)
+        print("torch._dynamo" in sys.modules, end="|")
+        import torch
+        from tlcli.vision import torchvision
+        boxes = torch.tensor([[0, 0.0, 0.0, 4.0, 4.0]])
+        torch.use_deterministic_algorithms(True)  # roi_align's path that asks dynamo
+        pooled = torchvision.ops.roi_align(torch.ones(1, 1, 8, 8), boxes, (2, 2))
+        import torch._dynamo.utils
+        print(pooled.shape == (1, 1, 2, 2), hasattr(torch._dynamo.utils, "counters"), end="|")
+        print(torch.compile(lambda x: x + 1, backend="eager")(torch.zeros(2)).tolist())
+    """)
+    assert out == "False|True True|[1.0, 1.0]"
+
+
 PAGE_FAULTS = """
     import resource, torch
     from tlcli.engine.host import allocator_tuning

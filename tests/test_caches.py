@@ -213,6 +213,6 @@ def test_uint8_input_normalises_like_the_transform_and_augments_only_in_training
     pixels = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     flip = lambda image: image.flip(-1)  # noqa: E731
     network = UInt8Input(nn.Identity(), preprocess, flip)
-    expected = build_transform(preprocess).transforms[-1](pixels.float() / 255)
+    expected = build_transform(preprocess).normalize(pixels)
     assert torch.allclose(network.eval()(pixels), expected, atol=1e-5)
     assert torch.allclose(network.train()(pixels), expected.flip(-1), atol=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from tlcli.config import AugmentConfig
 from tlcli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess, build_transform
@@ -74,6 +74,36 @@ def test_resize_then_centre_crop_keeps_the_middle():
     out = build_transform(Preprocess(16, 20, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))(image)
     assert out.shape == (3, 16, 16)
     assert torch.allclose(out[1], torch.ones(16, 16), atol=1e-3) and out[0].abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (300, 300), (641, 229), (230, 1000), (64, 48)])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_geometry_is_torchvisions_resize_then_centre_crop(size, interpolation):
+    """Shrinking, resampling only the crop's box gives torchvision's pixels up to a rare
+    one-level rounding; enlarging gives them exactly."""
+    from torchvision import transforms
+
+    preprocess = Preprocess(224, 256, interpolation=interpolation)
+    image = _noise(size, seed=4).filter(ImageFilter.GaussianBlur(3))  # photo-like: smooth, not white noise
+    reference = transforms.Compose([
+        transforms.Resize(256, interpolation=transforms.InterpolationMode(interpolation)), transforms.CenterCrop(224), transforms.PILToTensor(),
+    ])(image)
+    ours = build_transform(preprocess, normalize=False)(image)
+    assert ours.dtype == torch.uint8 and ours.shape == reference.shape == (3, 224, 224)
+    difference = (ours.int() - reference.int()).abs()
+    if min(size) < 256:
+        assert difference.max() == 0
+    else:
+        assert difference.max() <= 1 and (difference > 0).float().mean() < 3e-3
+
+
+@pytest.mark.parametrize("size", [(30, 20), (21, 40), (19, 19)])
+def test_a_preset_whose_crop_exceeds_the_resize_pads_like_torchvision(size):
+    from torchvision import transforms
+
+    image = _noise(size, seed=5)
+    reference = transforms.Compose([transforms.Resize(19), transforms.CenterCrop(24), transforms.PILToTensor()])(image)
+    assert torch.equal(build_transform(Preprocess(24, 19), normalize=False)(image), reference)
 
 
 def test_equal_sizes_resize_the_whole_image_without_cropping():

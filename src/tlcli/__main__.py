@@ -1,3 +1,3 @@
-from tlcli.cli import main
+from tlcli.cli import run
 
-raise SystemExit(main())
+run()

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tlcli.cache import cache_key
 from tlcli.checkpoint import atomic_save
 from tlcli.engine.device import Precision
+from tlcli.data.loading import decoded_batches
 from tlcli.engine.loop import batch_to_device
 from tlcli.errors import TlcliError
 from tlcli.models.freeze import set_train_mode
@@ -103,12 +104,13 @@ def inference_copy(network: nn.Module) -> nn.Module:
 @torch.no_grad()
 def extract(
     network: nn.Module, head_path: str, loader: DataLoader, *, head: nn.Module, views: int, seed: int,
-    device: torch.device, precision: Precision, channels_last: bool, progress=lambda done, total: None,
+    device: torch.device, precision: Precision, channels_last: bool, decode_threads: int = 1, progress=lambda done, total: None,
 ) -> Features:
     """Run ``network`` (in eval mode) over ``loader`` ``views`` times, each with its own
     augmentation seed, and keep what enters its submodule ``head_path``. The first batch checks
     that ``head``, the module that will train, reproduces the network's logits from them
-    (NotCacheable when something follows the head or the head is not called as a module)."""
+    (NotCacheable when something follows the head or the head is not called as a module).
+    ``decode_threads``: see ``decoded_batches``; 1 for a dataset that augments."""
     hooked = network.get_submodule(head_path)
     captured: list[torch.Tensor] = []
     hook = hooked.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
@@ -121,7 +123,7 @@ def extract(
         for view in range(views):
             torch.manual_seed(seed * 7919 + view)
             loader.generator.manual_seed(seed * 7919 + view)
-            for step, batch in enumerate(loader, start=1):
+            for step, batch in enumerate(decoded_batches(loader, threads=decode_threads), start=1):
                 skipped.update((text.split(": ")[0], text) for text in batch.skipped)
                 if len(batch.labels):
                     with precision.autocast():

@@ -23,6 +23,7 @@ from tlcli.data.imagesets import ImageSet
 from tlcli.data.loading import TransformedImages, make_loader
 from tlcli.data.transforms import build_augment, build_transform
 from tlcli.engine.device import Precision, default_workers
+from tlcli.engine.host import available_cores
 from tlcli.errors import TlcliError
 from tlcli.features import (
     FEATURE_CACHE_CHOICES,
@@ -109,7 +110,7 @@ def _features(
     loader = make_loader(dataset, batch_size=2 * run.batch_size, shuffle=False, workers=workers, seed=run.seed, persistent=False)
     features = extract(
         network, f"model.{built.head_name}", loader, head=head.head, views=views, seed=run.seed, device=device, precision=precision, channels_last=channels_last,
-        progress=lambda done, total: observer.prepare(what, done, total),
+        decode_threads=1 if augmenting else available_cores(), progress=lambda done, total: observer.prepare(what, done, total),
     )
     if cache_file is not None:
         try:

@@ -138,7 +138,7 @@ def _find_files(spec: TorchvisionSet, base: Path) -> Path | None:
 
 
 def _download(spec: TorchvisionSet, base: Path) -> None:
-    import torchvision.datasets
+    from tlcli.vision import torchvision
 
     dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
     previous_timeout = socket.getdefaulttimeout()

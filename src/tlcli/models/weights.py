@@ -43,7 +43,9 @@ def torchvision_cache_file(url: str) -> Path:
 
 def torchvision_pretrained(arch: str, weights_name: str | None = None) -> tuple[nn.Module, str]:
     """Build a torchvision classifier with its ImageNet weights; returns (model, weights id)."""
-    from torchvision import models
+    from tlcli.vision import torchvision
+
+    models = torchvision.models
 
     enum = models.get_model_weights(arch)
     weights = enum[weights_name] if weights_name else enum.DEFAULT
