@@ -24,13 +24,19 @@ def _is_compile_supported(device_type):
     return is_compile_supported(device_type)
 
 
-def _the_real_module(name: str):
-    """Anything else asked of the stand-in (a torchvision that uses more of dynamo) gets the real
-    module; dunder probes (``inspect`` scans every module for ``__file__``) do not load it."""
-    if name.startswith("__"):
-        raise AttributeError(name)
-    sys.modules.pop(_DYNAMO_UTILS, None)
-    return getattr(importlib.import_module(_DYNAMO_UTILS), name)
+class _StandIn(types.ModuleType):
+    """``torch._dynamo.utils`` while torchvision imports. Anything else asked of it (a torchvision
+    that uses more of dynamo) gets the real module; dunder probes (``inspect`` scans every module
+    for ``__file__``) do not load it."""
+
+    is_compile_supported = staticmethod(_is_compile_supported)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if sys.modules.get(_DYNAMO_UTILS) is self:
+            del sys.modules[_DYNAMO_UTILS]
+        return getattr(importlib.import_module(_DYNAMO_UTILS), name)
 
 
 def _import_torchvision():
@@ -40,9 +46,7 @@ def _import_torchvision():
         return torchvision
     import torch  # noqa: F401  (the real package first: the stand-in replaces one of its submodules only)
 
-    stand_in = types.ModuleType(_DYNAMO_UTILS)
-    stand_in.is_compile_supported = _is_compile_supported
-    stand_in.__getattr__ = _the_real_module
+    stand_in = _StandIn(_DYNAMO_UTILS)
     sys.modules[_DYNAMO_UTILS] = stand_in
     try:
         import torchvision
