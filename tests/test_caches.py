@@ -13,7 +13,7 @@ from tlcli.checkpoint import load_checkpoint
 from tlcli.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from tlcli.data.decoded import CachedImages, decode_images
 from tlcli.data.imagesets import FileImages
-from tlcli.data.loading import TransformedImages, make_loader
+from tlcli.data.loading import TransformedImages, decoded_batches, make_loader
 from tlcli.data.transforms import Preprocess, build_augment, build_transform
 from tlcli.engine.device import resolve_precision
 from tlcli.features import NotCacheable, extract, feature_head
@@ -149,6 +149,18 @@ def _photos(folder, tmp_path):
     broken = folder / "e.jpg"
     broken.write_bytes(paths[0].read_bytes()[:200])
     return FileImages(tmp_path, [*paths, broken], [0, 1, 0, 1, 0])
+
+
+def test_threaded_decoding_gives_the_loaders_batches_in_its_order(tmp_path):
+    images = _photos(tmp_path / "photos", tmp_path)
+    dataset = TransformedImages(images, build_transform(Preprocess(24, 28)), draft_size=28)
+    loader = make_loader(dataset, batch_size=2, shuffle=False, workers=0, seed=0)
+    threaded, plain = list(decoded_batches(loader, threads=2)), list(loader)
+    assert len(threaded) == len(plain) == 3
+    for ours, theirs in zip(threaded, plain):
+        assert torch.equal(ours.images, theirs.images) and torch.equal(ours.indices, theirs.indices)
+        assert torch.equal(ours.labels, theirs.labels) and ours.skipped == theirs.skipped
+    assert threaded[-1].skipped and not len(threaded[-1].labels)  # the broken file, named
 
 
 @pytest.mark.parametrize("where", ["memory", "disk"])
