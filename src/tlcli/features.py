@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from tlcli.cache import cache_key
 from tlcli.checkpoint import atomic_save
-from tlcli.engine.device import Precision
 from tlcli.data.loading import decoded_batches
+from tlcli.engine.device import Precision
 from tlcli.engine.loop import batch_to_device
 from tlcli.errors import TlcliError
 from tlcli.models.freeze import set_train_mode
