@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)  # rounds of both sides, interleaved (target 3)
     args = parser.parse_args()
     print(json.dumps({"pipeline": pipeline, "step": step}[args.mode](args)))
 
