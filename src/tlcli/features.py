@@ -127,9 +127,8 @@ def extract(
             torch.manual_seed(seed * 7919 + view)
             loader.generator.manual_seed(seed * 7919 + view)
             batches = decoded_batches(loader, threads=decode_threads)
-            if meanwhile is not None:
+            if view == 0 and meanwhile is not None:
                 meanwhile()
-                meanwhile = None
             for step, batch in enumerate(batches, start=1):
                 skipped.update((text.split(": ")[0], text) for text in batch.skipped)
                 if len(batch.labels):
