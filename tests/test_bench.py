@@ -104,6 +104,13 @@ def test_the_plain_reference_loop_and_tlcli_see_the_same_batches(tmp_path):
     assert reference["val_acc"] == pytest.approx(history["final"]["val_acc"], abs=1e-9)
 
 
+def test_target_4_times_tlcli_and_the_minimal_loop_side_by_side_in_one_process():
+    done = subprocess.run([sys.executable, "-m", "tlcli.bench.steps", "paired", "--arch", "resnet18", "--size", "32", "--batch-size", "4",
+                           "--steps", "2", "--warmup", "1"], capture_output=True, text=True, check=True)
+    rates = json.loads(done.stdout)
+    assert set(rates) == {"minimal_images_per_s", "tlcli_images_per_s"} and all(rate > 0 for rate in rates.values())
+
+
 def test_bench_reports_each_measurement_as_a_ratio(run_cli, tmp_path):
     result = run_cli("bench", "--targets", "3", "--arch", "resnet18", "--size", "32", "--full-images", "16", "--images", "50",
                      "--workdir", str(tmp_path), "--save", str(tmp_path / "bench.json"), "--json")

@@ -1,13 +1,14 @@
 """The loops tlcli is measured against, written as the reports wrote them: plain PyTorch.
 
 Run as ``python -m tlcli.bench.reference MODE ...`` in a fresh process, so that its process
-settings are the defaults (or exactly the ones asked for); it imports nothing from tlcli and
-prints one JSON object.
+settings are the defaults; it imports nothing from tlcli and prints one JSON object.
+``minimal_step`` is also imported by ``tlcli.bench.steps paired``, which runs it beside
+tlcli's step in one process with the same settings.
 
 Modes:
   phase1  a frozen backbone, head trained for N epochs, PIL decode and backbone every epoch
   full    every layer trains; images/s of the last epoch, PIL decode every step
-  step    the minimal loop on batches already in memory, with chosen settings
+  step    the minimal loop on a batch already in memory (``--channels-last`` or not)
   predict the floor of a prediction: import torch, load the checkpoint, one forward
 
 phase1 seeds exactly as tlcli does (model, head, data order, dropout), so the two runs see
@@ -17,22 +18,12 @@ the same batches and their accuracies can be compared.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import os
 import resource
 import statistics
 import time
-
-
-def _tune_allocator() -> None:
-    """The same mallopt settings tlcli applies (for ``step``, which compares like with like)."""
-    mallopt = ctypes.CDLL("libc.so.6").mallopt
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt(-4, 0)
-    mallopt(-1, -1)
-    mallopt(-2, 256 << 20)
 
 
 def _rss_bytes() -> int:
@@ -143,28 +134,36 @@ def full(args) -> dict:
     return {"images_per_s": seen / seconds}
 
 
-def step(args) -> dict:
-    if args.tune_allocator:
-        _tune_allocator()
+def minimal_step(*, arch: str, batch_size: int, size: int, seed: int, channels_last: bool):
+    """One training step of the minimal loop on a batch in memory, as a function to call."""
     import torch
     from torch import nn
 
-    model, _ = _model(args.arch, 10, args.seed)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model, _ = _model(arch, 10, seed)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format).train()
-    images = torch.randn(args.batch_size, 3, args.size, args.size).contiguous(memory_format=memory_format)
-    labels = torch.arange(args.batch_size) % 10
+    images = torch.randn(batch_size, 3, size, size).contiguous(memory_format=memory_format)
+    labels = torch.arange(batch_size) % 10
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     criterion = nn.CrossEntropyLoss()
-    before = _rss_bytes()
-    times = []
-    for _ in range(args.warmup + args.steps):
-        started = time.perf_counter()
+
+    def one_step() -> None:
         loss = criterion(model(images), labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss.item()
+
+    return one_step
+
+
+def step(args) -> dict:
+    one_step = minimal_step(arch=args.arch, batch_size=args.batch_size, size=args.size, seed=args.seed, channels_last=args.channels_last)
+    before = _rss_bytes()
+    times = []
+    for _ in range(args.warmup + args.steps):
+        started = time.perf_counter()
+        one_step()
         times.append(time.perf_counter() - started)
     steady = statistics.median(times[args.warmup:])
     return {"images_per_s": args.batch_size / steady, "peak_bytes": _peak_rss_bytes() - before}
@@ -199,7 +198,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--tune-allocator", action="store_true")
     args = parser.parse_args()
     print(json.dumps({"phase1": phase1, "full": full, "step": step, "predict": predict}[args.mode](args)))
 

@@ -3,8 +3,9 @@
 Modes (each prints one JSON object):
   pipeline  one epoch through the real loader over the decoded-image cache, against the same
             batches already in memory (the model-bound limit)
-  step      tlcli's step on batches in memory, with its default settings, for comparison with
-            the minimal reference loop (``tlcli.bench.reference step``)
+  step      tlcli's step alone, on a batch in memory, with its default settings: peak memory
+            for comparison with the minimal reference loop's (``tlcli.bench.reference step``)
+  paired    tlcli's step and the minimal loop's, alternating in one process: images/s of each
 """
 
 from __future__ import annotations
@@ -13,24 +14,12 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
-from tlcli.bench.reference import _peak_rss_bytes, _rss_bytes
+from tlcli.bench.reference import _peak_rss_bytes, _rss_bytes, minimal_step
 from tlcli.engine.host import allocator_tuning, cap_threads
 from tlcli.engine.observer import Observer
-
-
-class _StepTimes(Observer):
-    def __init__(self) -> None:
-        self.stamps = [time.perf_counter()]
-
-    def batch_end(self, done: int, loss: float, accuracy: float, images_per_s: float) -> None:
-        self.stamps.append(time.perf_counter())
-
-    def steady(self, warmup: int) -> float:
-        """Median step time after ``warmup`` steps."""
-        steps = [b - a for a, b in zip(self.stamps, self.stamps[1:])][warmup:]
-        return statistics.median(steps)
 
 
 def _setup(args, *, freeze: str, augment):
@@ -55,7 +44,7 @@ def _setup(args, *, freeze: str, augment):
     return config, built, model, optimizer, build_criterion(config.optim, [0], 10), precision
 
 
-def _epoch(model, batches, criterion, optimizer, precision, observer=None):
+def _epoch(model, batches, criterion, optimizer, precision):
     import torch
 
     from tlcli.engine.loop import train_one_epoch
@@ -63,7 +52,7 @@ def _epoch(model, batches, criterion, optimizer, precision, observer=None):
     scaler = precision.scaler()
     return train_one_epoch(
         model, batches, criterion, optimizer, scaler, device=torch.device("cpu"), precision=precision,
-        channels_last=True, observer=observer,
+        channels_last=True,
     )
 
 
@@ -95,11 +84,9 @@ def pipeline(args) -> dict:
     return {"pipeline_seconds": best["pipeline"], "memory_seconds": best["memory"], "images": len(data.splits["train"])}
 
 
-def step(args) -> dict:
-    """tlcli's step with its defaults (tuned allocator, channels-last, uint8 input normalised in
-    the model) on batches in memory: images/s and peak memory growth."""
-    allocator_tuning()
-    cap_threads()
+def _our_step(args) -> Callable[[], object]:
+    """tlcli's training step with its defaults (channels-last, uint8 input normalised in the
+    model) on a batch in memory, as a function to call: an epoch of one batch through the loop."""
     import torch
 
     from tlcli.data.loading import Batch
@@ -110,15 +97,49 @@ def step(args) -> dict:
     generator = torch.Generator().manual_seed(args.seed)
     pixels = torch.randint(0, 256, (args.batch_size, 3, args.size, args.size), dtype=torch.uint8, generator=generator)
     batch = Batch(pixels, torch.arange(args.batch_size) % 10, torch.arange(args.batch_size), [])
+    return lambda: _epoch(network, [batch], criterion, optimizer, precision)
+
+
+def _images_per_s(args, times: list[float]) -> float:
+    return args.batch_size / statistics.median(times[args.warmup:])
+
+
+def step(args) -> dict:
+    """tlcli's step alone in this process, with its process settings: images/s and peak memory growth."""
+    allocator_tuning()
+    cap_threads()
+    one_step = _our_step(args)
     before = _rss_bytes()
-    observer = _StepTimes()
-    _epoch(network, [batch] * (args.warmup + args.steps), criterion, optimizer, precision, observer)
-    return {"images_per_s": args.batch_size / observer.steady(args.warmup), "peak_bytes": _peak_rss_bytes() - before}
+    times = []
+    for _ in range(args.warmup + args.steps):
+        started = time.perf_counter()
+        one_step()
+        times.append(time.perf_counter() - started)
+    return {"images_per_s": _images_per_s(args, times), "peak_bytes": _peak_rss_bytes() - before}
+
+
+def paired(args) -> dict:
+    """tlcli's step and the minimal loop's with the same settings (tlcli's tuned allocator and
+    threads, channels-last), each on its own model, alternating in this one process: both sides
+    see the same moments of a noisy machine, where separate processes minutes apart differ by
+    more than the 5 % that target 4 allows."""
+    allocator_tuning()
+    cap_threads()
+    ours = _our_step(args)
+    theirs = minimal_step(arch=args.arch, batch_size=args.batch_size, size=args.size, seed=args.seed, channels_last=True)
+    times: dict[str, list[float]] = {"minimal": [], "tlcli": []}
+    sides = [("minimal", theirs), ("tlcli", ours)]
+    for index in range(args.warmup + args.steps):
+        for name, one_step in sides if index % 2 else sides[::-1]:  # neither always goes first
+            started = time.perf_counter()
+            one_step()
+            times[name].append(time.perf_counter() - started)
+    return {f"{name}_images_per_s": _images_per_s(args, values) for name, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tlcli.bench.steps")
-    parser.add_argument("mode", choices=["pipeline", "step"])
+    parser.add_argument("mode", choices=["pipeline", "step", "paired"])
     parser.add_argument("--data")
     parser.add_argument("--arch", default="efficientnet_b0")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -128,7 +149,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)  # rounds of both sides, interleaved (target 3)
     args = parser.parse_args()
-    print(json.dumps({"pipeline": pipeline, "step": step}[args.mode](args)))
+    print(json.dumps({"pipeline": pipeline, "step": step, "paired": paired}[args.mode](args)))
 
 
 if __name__ == "__main__":
