@@ -157,16 +157,20 @@ def minimal_step(*, arch: str, batch_size: int, size: int, seed: int, channels_l
     return one_step
 
 
-def step(args) -> dict:
-    one_step = minimal_step(arch=args.arch, batch_size=args.batch_size, size=args.size, seed=args.seed, channels_last=args.channels_last)
+def timed_steps(one_step, *, batch_size: int, warmup: int, steps: int) -> dict:
+    """Images/s (median step after ``warmup``) and peak memory growth of ``one_step``."""
     before = _rss_bytes()
     times = []
-    for _ in range(args.warmup + args.steps):
+    for _ in range(warmup + steps):
         started = time.perf_counter()
         one_step()
         times.append(time.perf_counter() - started)
-    steady = statistics.median(times[args.warmup:])
-    return {"images_per_s": args.batch_size / steady, "peak_bytes": _peak_rss_bytes() - before}
+    return {"images_per_s": batch_size / statistics.median(times[warmup:]), "peak_bytes": _peak_rss_bytes() - before}
+
+
+def step(args) -> dict:
+    one_step = minimal_step(arch=args.arch, batch_size=args.batch_size, size=args.size, seed=args.seed, channels_last=args.channels_last)
+    return timed_steps(one_step, batch_size=args.batch_size, warmup=args.warmup, steps=args.steps)
 
 
 def predict(args) -> dict:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from tlcli.bench.reference import _peak_rss_bytes, _rss_bytes, minimal_step
+from tlcli.bench.reference import minimal_step, timed_steps
 from tlcli.engine.host import allocator_tuning, cap_threads
 from tlcli.engine.observer import Observer
 
@@ -100,22 +100,11 @@ def _our_step(args) -> Callable[[], object]:
     return lambda: _epoch(network, [batch], criterion, optimizer, precision)
 
 
-def _images_per_s(args, times: list[float]) -> float:
-    return args.batch_size / statistics.median(times[args.warmup:])
-
-
 def step(args) -> dict:
     """tlcli's step alone in this process, with its process settings: images/s and peak memory growth."""
     allocator_tuning()
     cap_threads()
-    one_step = _our_step(args)
-    before = _rss_bytes()
-    times = []
-    for _ in range(args.warmup + args.steps):
-        started = time.perf_counter()
-        one_step()
-        times.append(time.perf_counter() - started)
-    return {"images_per_s": _images_per_s(args, times), "peak_bytes": _peak_rss_bytes() - before}
+    return timed_steps(_our_step(args), batch_size=args.batch_size, warmup=args.warmup, steps=args.steps)
 
 
 def paired(args) -> dict:
@@ -134,7 +123,7 @@ def paired(args) -> dict:
             started = time.perf_counter()
             one_step()
             times[name].append(time.perf_counter() - started)
-    return {f"{name}_images_per_s": _images_per_s(args, values) for name, values in times.items()}
+    return {f"{name}_images_per_s": args.batch_size / statistics.median(values[args.warmup:]) for name, values in times.items()}
 
 
 def main() -> None:
