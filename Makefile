@@ -38,7 +38,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q --durations=15
 
 # The speed targets of benchmarks/README.md, as ratios against plain PyTorch loops measured in the
-# same run on this machine (about 13 minutes on 2 cores); exits 1 when a target is missed.
+# same run on this machine (8-13 minutes on 2 cores); exits 1 when a target is missed.
 bench: $(VENV)/.installed-base
 	$(BIN)/tlcli bench --save benchmarks/results.json
 

@@ -43,7 +43,7 @@ def bench(
 ) -> None:
     """Measure tlcli against plain PyTorch loops on this machine: phase-1 speed-up, full
     fine-tune speed-up, data pipeline and loop overhead, start-up times. Each ratio is checked
-    against its target; every measurement runs in a fresh process. Takes about 13 minutes on 2
+    against its target; every measurement runs in a fresh process. Takes 8-13 minutes on 2
     cores with the defaults.
     """
     import json
