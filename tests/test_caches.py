@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -13,9 +11,9 @@ from torch import nn
 
 from tlcli.checkpoint import load_checkpoint
 from tlcli.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from tlcli.data.decoded import CachedImages, cache_bytes, decode_images
+from tlcli.data.decoded import CachedImages, decode_images
 from tlcli.data.imagesets import FileImages
-from tlcli.data.loading import TransformedImages, decode_ahead_loader, decoded_batches, make_loader
+from tlcli.data.loading import TransformedImages, decoded_batches, make_loader
 from tlcli.data.transforms import Preprocess, build_augment, build_transform
 from tlcli.engine.device import resolve_precision
 from tlcli.features import NotCacheable, extract, feature_head
@@ -163,28 +161,6 @@ def test_threaded_decoding_gives_the_loaders_batches_in_its_order(tmp_path):
         assert torch.equal(ours.images, theirs.images) and torch.equal(ours.indices, theirs.indices)
         assert torch.equal(ours.labels, theirs.labels) and ours.skipped == theirs.skipped
     assert threaded[-1].skipped and not len(threaded[-1].labels)  # the broken file, named
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the decode-ahead worker is forked, on Linux only")
-def test_a_decode_ahead_worker_decodes_while_the_caller_works_and_changes_no_feature(tmp_path):
-    images = _photos(tmp_path / "photos", tmp_path)
-    preprocess = Preprocess(24, 28)
-    dataset = TransformedImages(images, build_transform(preprocess, normalize=False), draft_size=28)
-    ahead = decode_ahead_loader(dataset, batch_size=2, batch_bytes=cache_bytes(2, preprocess), seed=0)
-    assert ahead is not None and ahead.num_workers == 1
-    torch.manual_seed(0)
-    network = UInt8Input(nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)), preprocess)
-    common = dict(head=network.model[3], views=1, seed=0, device=torch.device("cpu"), precision=resolve_precision("off", torch.device("cpu")),
-                  channels_last=False)
-    workers_seen = []
-    ours = extract(network, "model.3", ahead, meanwhile=lambda: workers_seen.append([w.is_alive() for w in multiprocessing.active_children()]),
-                   **common)
-    theirs = extract(network, "model.3", make_loader(dataset, batch_size=2, shuffle=False, workers=0, seed=0), **common)
-    assert workers_seen == [[True]]  # called once, while the worker was decoding
-    assert torch.equal(ours.values, theirs.values) and torch.equal(ours.valid, theirs.valid)
-    assert ours.reasons == theirs.reasons and list(ours.reasons) == [4]  # the broken file, named either way
-    # No worker where /dev/shm could not hold the batches it would have ready.
-    assert decode_ahead_loader(dataset, batch_size=2, batch_bytes=1 << 50, seed=0) is None
 
 
 @pytest.mark.parametrize("where", ["memory", "disk"])

@@ -10,7 +10,6 @@ whole network, and the optimiser state is the same as without the cache.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,14 +105,12 @@ def inference_copy(network: nn.Module) -> nn.Module:
 def extract(
     network: nn.Module, head_path: str, loader: DataLoader, *, head: nn.Module, views: int, seed: int,
     device: torch.device, precision: Precision, channels_last: bool, decode_threads: int = 1, progress=lambda done, total: None,
-    meanwhile: Callable[[], None] | None = None,
 ) -> Features:
     """Run ``network`` (in eval mode) over ``loader`` ``views`` times, each with its own
     augmentation seed, and keep what enters its submodule ``head_path``. The first batch checks
     that ``head``, the module that will train, reproduces the network's logits from them
     (NotCacheable when something follows the head or the head is not called as a module).
-    ``decode_threads``: see ``decoded_batches``; 1 for a dataset that augments. ``meanwhile``
-    runs once, after the loader's workers (if any) have started decoding, before the first batch."""
+    ``decode_threads``: see ``decoded_batches``; 1 for a dataset that augments."""
     hooked = network.get_submodule(head_path)
     captured: list[torch.Tensor] = []
     hook = hooked.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
@@ -126,10 +123,7 @@ def extract(
         for view in range(views):
             torch.manual_seed(seed * 7919 + view)
             loader.generator.manual_seed(seed * 7919 + view)
-            batches = decoded_batches(loader, threads=decode_threads)
-            if view == 0 and meanwhile is not None:
-                meanwhile()
-            for step, batch in enumerate(batches, start=1):
+            for step, batch in enumerate(decoded_batches(loader, threads=decode_threads), start=1):
                 skipped.update((text.split(": ")[0], text) for text in batch.skipped)
                 if len(batch.labels):
                     with precision.autocast():

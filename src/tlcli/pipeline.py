@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,9 +18,9 @@ from torch.utils.data import DataLoader, Dataset
 from tlcli.cache import default_cache_dir
 from tlcli.config import TrainConfig
 from tlcli.data.dataset import ImageData
-from tlcli.data.decoded import CachedImages, cache_bytes, choose_image_cache, decode_images
+from tlcli.data.decoded import CachedImages, choose_image_cache, decode_images
 from tlcli.data.imagesets import ImageSet
-from tlcli.data.loading import TransformedImages, decode_ahead_loader, make_loader
+from tlcli.data.loading import TransformedImages, make_loader
 from tlcli.data.transforms import build_augment, build_transform
 from tlcli.engine.device import Precision, default_workers
 from tlcli.engine.host import available_cores
@@ -93,10 +92,9 @@ def _image_datasets(data: ImageData, preprocess, config: TrainConfig, *, mode: s
 def _features(
     network: nn.Module, dataset: Dataset, images: ImageSet, *, head: FeatureHead, views: int, augmenting: bool, config: TrainConfig,
     built: BuiltModel, backbone: str | None, device: torch.device, precision: Precision, channels_last: bool, workers: int, observer,
-    what: str, meanwhile: Callable[[], None] | None = None,
+    what: str,
 ) -> tuple[Features, str]:
-    """``backbone``: the digest of the frozen weights when features are kept in --cache-dir;
-    ``meanwhile``: see ``build_inputs``."""
+    """``backbone``: the digest of the frozen weights when features are kept in --cache-dir."""
     run = config.run
     cache_file = None
     if backbone is not None:
@@ -110,16 +108,10 @@ def _features(
             return cached, f"reused {cache_file}"
     # Without gradients a batch takes under half the memory, so twice the batch fits; it helps
     # a GPU (on 2 CPU cores, EfficientNet-B0 ran alike at batches of 32 to 128).
-    batch_size = 2 * run.batch_size
-    loader = None
-    if meanwhile is not None and workers == 0 and not augmenting:
-        loader = decode_ahead_loader(dataset, batch_size=batch_size, batch_bytes=cache_bytes(batch_size, built.preprocess), seed=run.seed)
-    if loader is None:
-        loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers, seed=run.seed, persistent=False)
+    loader = make_loader(dataset, batch_size=2 * run.batch_size, shuffle=False, workers=workers, seed=run.seed, persistent=False)
     features = extract(
         network, f"model.{built.head_name}", loader, head=head.head, views=views, seed=run.seed, device=device, precision=precision, channels_last=channels_last,
         decode_threads=1 if augmenting else available_cores(), progress=lambda done, total: observer.prepare(what, done, total),
-        meanwhile=meanwhile,
     )
     if cache_file is not None:
         try:
@@ -133,13 +125,9 @@ def _features(
 
 def build_inputs(
     data: ImageData, built: BuiltModel, model: nn.Module, config: TrainConfig, *, device: torch.device,
-    precision: Precision, channels_last: bool, observer, meanwhile: Callable[[], None] | None = None,
+    precision: Precision, channels_last: bool, observer,
 ) -> TrainingInputs:
-    """The loop's model and loaders for ``model`` (``built.model`` on its device).
-
-    ``meanwhile``: single-core work of the caller's, run at most once, when the images for the
-    feature cache start decoding: in a worker process where one can (``decode_ahead_loader``),
-    so that the two overlap."""
+    """The loop's model and loaders for ``model`` (``built.model`` on its device)."""
     run = config.run
     if run.cache_features not in FEATURE_CACHE_CHOICES:
         raise TlcliError(f"unknown --cache-features '{run.cache_features}'; choose one of {', '.join(FEATURE_CACHE_CHOICES)}")
@@ -178,7 +166,7 @@ def build_inputs(
                           backbone=backbone_digest(built.model, built.head_name) if run.cache_dir else None)
             extractor = inference_copy(network)
             train_features, where = _features(extractor, train_set, data.splits["train"], views=views, augmenting=augment is not None,
-                                              what="caching train features", meanwhile=meanwhile, **common)
+                                              what="caching train features", **common)
             val_features = (
                 _features(extractor, val_set, data.splits["val"], views=1, augmenting=False, what="caching val features", **common)[0]
                 if len(val_set) else None

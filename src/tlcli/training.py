@@ -30,9 +30,7 @@ from tlcli.engine.device import (
 from tlcli.engine.distributed import is_main_process
 from tlcli.engine.host import allocator_tuning, cap_threads
 from tlcli.engine.loop import Observer, Progress, Trainer, evaluate, fit
-from tlcli.engine.optim import (
-    build_criterion, build_optimizer, build_scheduler, continue_schedule, import_optimizer_machinery, parameter_groups,
-)
+from tlcli.engine.optim import build_criterion, build_optimizer, build_scheduler, continue_schedule, parameter_groups
 from tlcli.errors import DataError, TlcliError
 from tlcli.models.freeze import apply_freeze, count_parameters
 from tlcli.models.registry import BuiltModel, build_model
@@ -199,10 +197,7 @@ def _run(start: _Start, observer: Observer) -> RunResult:
     channels_last = wants_channels_last(run.channels_last, model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    inputs = build_inputs(
-        data, built, model, config, device=device, precision=precision, channels_last=channels_last, observer=observer,
-        meanwhile=import_optimizer_machinery,
-    )
+    inputs = build_inputs(data, built, model, config, device=device, precision=precision, channels_last=channels_last, observer=observer)
     train_loader, val_loader = inputs.train_loader, inputs.val_loader
     forward = torch.compile(inputs.model) if run.compile else inputs.model
     optimizer = build_optimizer(parameter_groups(model, built.head_name, config.optim), config.optim, fused=device.type == "cuda")

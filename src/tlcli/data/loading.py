@@ -7,9 +7,7 @@ and count it, also when the decoding happened in a worker process.
 
 from __future__ import annotations
 
-import shutil
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -73,13 +71,10 @@ def make_loader(
     seed: int,
     pin_memory: bool = False,
     persistent: bool = True,
-    prefetch: int | None = None,
-    fork: bool = False,
 ) -> DataLoader:
     """``persistent`` keeps workers between epochs (faster), at the price of their random
     streams running on across epochs, so a resumed run's augmentation differs; deterministic
-    runs turn it off. ``prefetch``: batches each worker may hold ready (torch's default: 2);
-    ``fork``: start the workers by forking, whatever the platform's default."""
+    runs turn it off."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
@@ -91,32 +86,7 @@ def make_loader(
         worker_init_fn=seed_worker if workers else None,
         generator=generator,
         persistent_workers=persistent and workers > 0,
-        prefetch_factor=prefetch if workers else None,
-        multiprocessing_context="fork" if fork and workers else None,
     )
-
-
-# Batches a decode-ahead worker may hold ready: at 64 images a batch, the ~2 s it takes to
-# import what torch.optim needs, decoded on the other core.
-AHEAD_BATCHES = 8
-
-
-def decode_ahead_loader(dataset: Dataset, *, batch_size: int, batch_bytes: int, seed: int) -> DataLoader | None:
-    """A loader over ``dataset`` (no random transforms) whose one worker process starts
-    decoding as soon as it is iterated, so this process can do single-core work meanwhile:
-    phase 1 imports torch.optim's machinery while the first batches decode, about 1.5 s saved
-    on 2 cores (measured). None where a worker cannot help: without fork (a spawned worker
-    imports torch first, which takes as long), or when /dev/shm, through which the worker
-    hands its batches over, has no room for them (64 MB in a default Docker container)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        room = shutil.disk_usage("/dev/shm").free
-    except OSError:
-        return None
-    if room < 2 * AHEAD_BATCHES * batch_bytes:
-        return None
-    return make_loader(dataset, batch_size=batch_size, shuffle=False, workers=1, seed=seed, persistent=False, prefetch=AHEAD_BATCHES, fork=True)
 
 
 def reseed_loader(loader: DataLoader, seed: int) -> None:
@@ -124,19 +94,15 @@ def reseed_loader(loader: DataLoader, seed: int) -> None:
     loader.generator.manual_seed(seed)
 
 
-def decoded_batches(loader: DataLoader, *, threads: int = 1) -> Iterator[Batch]:
-    """``loader``'s batches; its worker processes, if any, start decoding at this call. With
-    ``threads`` > 1 and no workers, the images of each batch are decoded by that many threads
-    at once (PIL releases the GIL while it decodes and resizes): 1.45x on 2 cores. Only for
-    datasets without random transforms, whose draws threads would make in no fixed order.
-    Threads do not decode ahead of the model's work on the previous batch: on 2 cores the two
-    only compete for them (no steady gain, measured)."""
+def decoded_batches(loader: DataLoader, *, threads: int = 1):
+    """``loader``'s batches; with ``threads`` > 1 and no worker processes of its own, the images
+    of each batch are decoded by that many threads at once (PIL releases the GIL while it
+    decodes and resizes): 1.45x on 2 cores. Only for datasets without random transforms, whose
+    draws threads would make in no fixed order. Decoding does not overlap the model's work on
+    the previous batch: on 2 cores the two only compete for them (no steady gain, measured)."""
     if threads <= 1 or loader.num_workers:
-        return iter(loader)
-    return _threaded_batches(loader, threads)
-
-
-def _threaded_batches(loader: DataLoader, threads: int) -> Iterator[Batch]:
+        yield from loader
+        return
     with ThreadPoolExecutor(threads, thread_name_prefix="tlcli-decode") as pool:
         for indices in loader.batch_sampler:
             yield loader.collate_fn(list(pool.map(loader.dataset.__getitem__, indices)))

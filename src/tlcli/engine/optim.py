@@ -28,13 +28,6 @@ def parameter_groups(model: nn.Module, head_name: str, config: OptimConfig) -> l
     return [group for group in groups if group["params"]]
 
 
-def import_optimizer_machinery() -> None:
-    """Import now what torch.optim imports when its first optimiser is built: torch._dynamo,
-    about 1.8 s of Python on one core. Phase 1 does it while a worker process decodes images
-    on another core, instead of after them."""
-    import torch._dynamo  # noqa: F401
-
-
 def build_optimizer(groups: list[dict], config: OptimConfig, *, fused: bool = False) -> torch.optim.Optimizer:
     if config.optimizer not in OPTIMIZERS:
         raise TlcliError(f"unknown --optimizer '{config.optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
