@@ -39,7 +39,11 @@ test: $(VENV)/.installed-dev
 
 # The speed targets of benchmarks/README.md, as ratios against plain PyTorch loops measured in the
 # same run on this machine (8-13 minutes on 2 cores); exits 1 when a target is missed.
-bench: $(VENV)/.installed-base
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	touch $@ $(VENV)/.installed-base
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/tlcli bench --save benchmarks/results.json
 
 clean:

@@ -95,7 +95,7 @@ def test_the_plain_reference_loop_and_tlcli_see_the_same_batches(tmp_path):
     plain = subprocess.run([sys.executable, "-m", "tlcli.bench.reference", "phase1", "--data", str(data), "--epochs", "3",
                             "--size", "32", "--resize", "37", *common], capture_output=True, text=True, check=True)
     ours = subprocess.run([sys.executable, "-m", "tlcli", "train", "--data", str(data), "--weights", "none", "--freeze", "backbone",
-                           "--input-size", "32", "--epochs", "3", "--out", str(tmp_path / "run"), "--json", *common],
+                           "--input-size", "32", "--epochs", "3", "--head-fit", "epochs", "--lr", "1e-3", "--out", str(tmp_path / "run"), "--json", *common],
                           capture_output=True, text=True, check=True)
     history = json.loads(ours.stdout)
     assert "features cached" in (tmp_path / "run" / "log.txt").read_text()
@@ -117,7 +117,7 @@ def test_bench_reports_each_measurement_as_a_ratio(run_cli, tmp_path):
     report = result.json()
     assert json.loads((tmp_path / "bench.json").read_text()) == report
     (row,) = report["rows"]
-    assert row["target"] == 3 and row["baseline_value"] > 0 and row["tlcli_value"] > 0
+    assert row["target"] == "3" and row["baseline_value"] > 0 and row["tlcli_value"] > 0
     assert row["ratio"] == pytest.approx(row["tlcli_value"] / row["baseline_value"])
     assert result.code == (0 if row["passed"] else 1)
     assert [path.name for path in tmp_path.iterdir()] == ["bench.json"]  # its images and runs are cleaned up
@@ -125,4 +125,4 @@ def test_bench_reports_each_measurement_as_a_ratio(run_cli, tmp_path):
 
 def test_bench_refuses_unknown_targets(run_cli):
     result = run_cli("bench", "--targets", "2,9")
-    assert result.code == 2 and "expected targets among 1,2,3,4,5" in result.stderr
+    assert result.code == 2 and "expected targets among 1,2,3,4,5,quality" in result.stderr

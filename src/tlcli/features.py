@@ -187,6 +187,14 @@ class FeatureSet(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, labels) of every view of every readable image, for a full-batch fit."""
+        valid = self.features.valid
+        values = self.features.values[valid]  # (n, views, ...)
+        labels = torch.tensor(self.labels, dtype=torch.long)[valid]
+        views = values.shape[1]
+        return values.reshape(len(values) * views, *values.shape[2:]), labels.repeat_interleave(views)
+
     def __getitem__(self, index: int):
         label = self.labels[index]
         if not self.features.valid[index]:

@@ -24,6 +24,7 @@ from tlcli.data.loading import TransformedImages, make_loader
 from tlcli.data.transforms import build_augment, build_transform
 from tlcli.engine.device import Precision, default_workers
 from tlcli.engine.host import available_cores
+from tlcli.engine.probe import LinearProbe, ProbeChoice, choose_weight_decay, make_lbfgs
 from tlcli.errors import TlcliError
 from tlcli.features import (
     FEATURE_CACHE_CHOICES,
@@ -188,3 +189,23 @@ def build_inputs(
     val_loader = make_loader(val_set, shuffle=False, **loader_options) if len(val_set) else None
     return TrainingInputs(network, train_loader, val_loader, channels_last, paths)
 
+
+
+def linear_probe(
+    inputs: TrainingInputs, config: TrainConfig, criterion: nn.Module, device: torch.device, *, resumed: dict | None = None,
+) -> tuple[LinearProbe, ProbeChoice] | None:
+    """Phase 1's head fitted as a linear probe on the cached features, when --head-fit asks for
+    it (auto: whenever the features are cached and the head is linear); ``resumed``: the
+    checkpoint's record of the probe, whose strength a resumed run keeps."""
+    head = inputs.model.head if isinstance(inputs.model, FeatureHead) else None
+    if config.optim.head_fit == "epochs" or (config.optim.head_fit == "auto" and not isinstance(head, nn.Linear)):
+        return None
+    if not isinstance(head, nn.Linear):
+        raise TlcliError(f"--head-fit probe needs cached features and a linear head; features here are {inputs.paths['features']}")
+    train = tuple(t.to(device) for t in inputs.train_loader.dataset.matrix())
+    val = tuple(t.to(device) for t in inputs.val_loader.dataset.matrix()) if inputs.val_loader is not None else None
+    if resumed:
+        choice = ProbeChoice(resumed["weight_decay"], resumed["chosen_on"], resumed["candidates"])
+    else:
+        choice = choose_weight_decay(head, criterion, train, val, monitor=config.run.monitor, given=config.optim.weight_decay or None)
+    return LinearProbe(head, make_lbfgs(head), criterion, train, choice.weight_decay), choice

@@ -16,7 +16,7 @@ from typing import Any
 from tlcli.errors import CheckpointError, TlcliError
 
 LATEST = "latest"
-HISTORY_FIELDS = ("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+HISTORY_FIELDS = ("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s", "method")
 
 
 def checkpoints_root() -> Path:

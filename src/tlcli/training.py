@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from tlcli.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint, stamp
-from tlcli.config import FinetuneConfig, TrainConfig
+from tlcli.config import HEAD_FITS, FinetuneConfig, TrainConfig
 from tlcli.data.dataset import ImageData
 from tlcli.data.sources import load_data
 from tlcli.engine.device import (
@@ -32,9 +32,9 @@ from tlcli.engine.host import allocator_tuning, cap_threads
 from tlcli.engine.loop import Observer, Progress, Trainer, evaluate, fit
 from tlcli.engine.optim import build_criterion, build_optimizer, build_scheduler, continue_schedule, parameter_groups
 from tlcli.errors import DataError, TlcliError
-from tlcli.models.freeze import apply_freeze, count_parameters
+from tlcli.models.freeze import apply_freeze, count_parameters, keeps_norm_statistics
 from tlcli.models.registry import BuiltModel, build_model
-from tlcli.pipeline import build_inputs, wants_channels_last
+from tlcli.pipeline import build_inputs, linear_probe, wants_channels_last
 from tlcli.report.plots import plot_curves, pyplot
 from tlcli.runs import RunFolder, checkpoints_root, default_run_name, resolve_checkpoint
 
@@ -49,6 +49,7 @@ class RunResult:
     parameters: dict[str, int]
     start: dict[str, float] | None = None  # finetune: validation before phase 2's first step
     notes: list[str] = field(default_factory=list)
+    head_fit: dict[str, Any] | None = None  # the linear probe's choice, when phase 1 was fitted as one
 
     @property
     def files(self) -> dict[str, str]:
@@ -69,6 +70,7 @@ class RunResult:
             "parameters": self.parameters,
             "files": self.files,
             "notes": self.notes,
+            "head_fit": self.head_fit,
         }
 
 
@@ -113,11 +115,11 @@ def finetune(config: FinetuneConfig, *, observer: Observer | None = None) -> Run
     source = resolve_checkpoint(config.source)
     checkpoint = load_checkpoint(source)
     phase1 = TrainConfig.from_dict(checkpoint["config"])
-    lr = config.lr if config.lr is not None else phase1.optim.lr / 10
-    optim = replace(phase1.optim, **{"lr": lr, "backbone_lr_mult": config.backbone_lr_mult, **dict(config.optim_overrides)})
+    optim = replace(phase1.optim, **{"lr": config.lr, "backbone_lr_mult": config.backbone_lr_mult, **dict(config.optim_overrides)})
     # Phase 1's --cache-features on would refuse the unfrozen backbone of phase 2.
     run = replace(phase1.run, **{"epochs": config.epochs, "out": None, "overwrite": False, "cache_features": "auto", **dict(config.run_overrides)})
-    train_config = replace(phase1, optim=optim, run=run)
+    train_config = replace(phase1, model=replace(phase1.model, bn_train=config.bn_train), optim=optim, run=run,
+                           augment=replace(phase1.augment, **dict(config.augment_overrides)))
     run_dir = Path(run.out) if run.out else source.parent.parent / default_run_name(phase1.data.source, phase1.model.arch, "-ft")
     freeze = "none" if config.unfreeze == "all" else config.unfreeze
     start = _Start(
@@ -180,6 +182,8 @@ def _run(start: _Start, observer: Observer) -> RunResult:
         raise TlcliError(f"--epochs must be at least 1, got {run.epochs}")
     if run.monitor not in ("val_loss", "val_acc"):
         raise TlcliError(f"unknown --monitor '{run.monitor}'; choose val_loss or val_acc")
+    if config.optim.head_fit not in HEAD_FITS:
+        raise TlcliError(f"unknown --head-fit '{config.optim.head_fit}'; choose one of {', '.join(HEAD_FITS)}")
     seed_everything(run.seed)
     set_determinism(run.deterministic)
     allocator = allocator_tuning()
@@ -200,13 +204,20 @@ def _run(start: _Start, observer: Observer) -> RunResult:
     inputs = build_inputs(data, built, model, config, device=device, precision=precision, channels_last=channels_last, observer=observer)
     train_loader, val_loader = inputs.train_loader, inputs.val_loader
     forward = torch.compile(inputs.model) if run.compile else inputs.model
-    optimizer = build_optimizer(parameter_groups(model, built.head_name, config.optim), config.optim, fused=device.type == "cuda")
-    steps_per_epoch = math.ceil(len(train_loader) / config.optim.accumulate)
-    scheduler, per_batch = build_scheduler(
-        optimizer, config.optim, epochs=run.epochs, steps_per_epoch=steps_per_epoch, maximize=run.monitor == "val_acc" and val_loader is not None
-    )
-    scaler = precision.scaler()
     criterion = build_criterion(config.optim, data.splits["train"].labels, data.num_classes).to(device)
+    probe = linear_probe(inputs, config, criterion, device, resumed=(start.checkpoint or {}).get("head_fit") if start.resume_state else None)
+    if probe is not None:
+        optimizer, scheduler, per_batch, steps_per_epoch = probe[0].optimizer, None, False, 1
+        method = probe[1].describe()
+    else:
+        optimizer = build_optimizer(parameter_groups(model, built.head_name, config.optim), config.optim, fused=device.type == "cuda")
+        config = replace(config, optim=replace(config.optim, lr=optimizer.param_groups[0]["lr"]))  # the resolved default
+        steps_per_epoch = math.ceil(len(train_loader) / config.optim.accumulate)
+        scheduler, per_batch = build_scheduler(
+            optimizer, config.optim, epochs=run.epochs, steps_per_epoch=steps_per_epoch, maximize=run.monitor == "val_acc" and val_loader is not None
+        )
+        method = f"{config.optim.optimizer}, lr {config.optim.lr:.3g}, {config.optim.schedule} schedule"
+    scaler = precision.scaler()
     progress = Progress()
     if start.resume_state:
         state = start.checkpoint
@@ -218,10 +229,13 @@ def _run(start: _Start, observer: Observer) -> RunResult:
         progress = Progress(**state["progress"])
         progress.stopped_early = False
         restore_rng_state(state["rng"])
+    keep_statistics = keeps_norm_statistics(bn_train=config.model.bn_train, weights=built.weights, phase=start.phase)
     trainer = Trainer(
         forward, train_loader, val_loader, criterion, optimizer, scaler, scheduler, per_batch, device, precision,
-        phase=start.phase, seed=run.seed, bn_train=config.model.bn_train, accumulate=config.optim.accumulate,
-        grad_clip=config.optim.grad_clip, channels_last=inputs.channels_last, monitor=run.monitor, patience=run.patience,
+        phase=start.phase, seed=run.seed, bn_train=config.model.bn_train, keep_norm_statistics=keep_statistics,
+        accumulate=config.optim.accumulate, grad_clip=config.optim.grad_clip, channels_last=inputs.channels_last,
+        monitor=run.monitor, patience=run.patience,
+        full_batch_epoch=probe[0].epoch if probe else None, method="lbfgs probe" if probe else config.optim.optimizer,
     )
     history = list(start.history)
     # Epoch numbers run on across phases; a resumed phase continues its own numbering.
@@ -229,26 +243,24 @@ def _run(start: _Start, observer: Observer) -> RunResult:
     parameters = count_parameters(model).to_dict()
     folder = RunFolder(start.run_dir)
     with folder.open(fresh=start.fresh, overwrite=run.overwrite) if is_main_process() else folder:
-        result = RunResult(folder.path, start.phase, run.monitor, progress, history, parameters, notes=notes)
-        if start.phase > 1 and not start.resume_state and val_loader is not None:
-            before = evaluate(forward, val_loader, criterion, device=device, precision=precision, channels_last=inputs.channels_last)
-            result.start = {"val_loss": before.loss, "val_acc": before.accuracy}
+        result = RunResult(folder.path, start.phase, run.monitor, progress, history, parameters, notes=notes,
+                           head_fit=probe[1].to_dict() if probe else None)
         folder.write_json("config.json", {**config.to_dict(), "phase": start.phase, "parent": start.parent})
         folder.log(
             f"{'resume' if start.resume_state else 'start'} phase {start.phase}: {config.model.arch} on {data.source} "
             f"({data.num_classes} classes, {len(data.splits['train'])} train / {len(data.splits['val'])} val images), "
             f"freeze {built.freeze_policy}, {parameters['trainable']:,} of {parameters['total']:,} parameters trainable, "
+            f"normalisation statistics {'kept' if keep_statistics else 'updated'}, {method}, "
             f"device {device}, amp {precision.name}, channels-last {'on' if channels_last else 'off'}, {threads} threads, "
             f"allocator {allocator}; features {inputs.paths['features']}; images {inputs.paths['images']}"
         )
         for note in notes:
             observer.warning(note)
+        observer.info(f"phase {start.phase}: {method}")
         scalars = _tensorboard(folder.path) if run.tensorboard and is_main_process() else None
 
-        def save(progress: Progress, history: list[dict], is_best: bool) -> None:
-            if not is_main_process():
-                return
-            checkpoint = stamp({
+        def checkpoint(progress: Progress, history: list[dict]) -> dict[str, Any]:
+            return stamp({
                 "model": {**built.describe(), "hidden": list(config.model.hidden)},
                 "classes": data.classes,
                 "preprocess": preprocess.to_dict(),
@@ -256,13 +268,21 @@ def _run(start: _Start, observer: Observer) -> RunResult:
                 "phase": start.phase,
                 "parent": start.parent,
                 "start": result.start,
+                "head_fit": result.head_fit,
                 **_training_state(model, trainer),
                 "progress": asdict(progress),
                 "history": history,
                 "config": config.to_dict(),
                 "data": {**data.summary(), "split": data.split_info},
             })
-            atomic_save(checkpoint, folder.last, *([folder.best] if is_best else []))
+
+        if start.phase > 1 and not start.resume_state and val_loader is not None:
+            _start_from_parent(result, progress, folder, lambda: checkpoint(progress, history), trainer)
+
+        def save(progress: Progress, history: list[dict], is_best: bool) -> None:
+            if not is_main_process():
+                return
+            atomic_save(checkpoint(progress, history), folder.last, *([folder.best] if is_best else []))
             folder.write_history(history)
             if time.monotonic() - plotted[0] >= CURVES_EVERY_S:
                 plot_curves(history, folder.curves, title=f"{config.model.arch} on {data.source}")
@@ -292,5 +312,25 @@ def _run(start: _Start, observer: Observer) -> RunResult:
                 scalars.close()
         if progress.stopped_early:
             folder.log(f"stopped early: no improvement in {run.monitor} for {run.patience} epochs")
+        if start.phase > 1 and progress.best_epoch == 0 and result.start is not None:
+            kept = (f"no phase-{start.phase} epoch beat phase {start.phase - 1}'s {run.monitor} ({progress.best_metric:.4f}): "
+                    f"best.pt holds phase {start.phase - 1}'s model; last.pt holds this phase's last epoch")
+            result.notes.append(kept)
+            folder.log(kept)
+            observer.warning(kept)
         folder.point_latest()
     return result
+
+
+def _start_from_parent(result: RunResult, progress: Progress, folder: RunFolder, checkpoint, trainer: Trainer) -> None:
+    """Phase 2 measures where phase 1 left the model, and best.pt starts as that model: a later
+    epoch replaces it only by beating it on the monitored value, so phase 2 never ends worse."""
+    before = evaluate(trainer.model, trainer.val_loader, trainer.criterion, device=trainer.device, precision=trainer.precision,
+                      channels_last=trainer.channels_last)
+    result.start = {"val_loss": before.loss, "val_acc": before.accuracy}
+    progress.best_metric, progress.best_epoch = result.start[trainer.monitor], 0
+    if not is_main_process():
+        return
+    atomic_save(checkpoint(), folder.best)
+    folder.log(f"phase {trainer.phase} starts from phase {trainer.phase - 1}'s model: val loss {before.loss:.4f} acc {before.accuracy:.4f}; "
+               "best.pt holds it until an epoch beats it")

@@ -31,7 +31,7 @@ def render_table(rows: list[dict]) -> None:
 
 
 def bench(
-    targets: Annotated[Optional[str], typer.Option("--targets", help="Comma-separated targets to run (1-5) [default: all].")] = None,
+    targets: Annotated[Optional[str], typer.Option("--targets", help="Comma-separated targets to run (1-5, quality) [default: all].")] = None,
     arch: Annotated[str, typer.Option("--arch", help="The torchvision architecture measured.")] = "efficientnet_b0",
     images: Annotated[int, typer.Option("--images", min=50, max=1797, help="JPEG images of the phase-1 comparison (the digits: at most 1,797).")] = 512,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Phase-1 epochs.")] = 10,
@@ -51,12 +51,9 @@ def bench(
     from tlcli.bench.runner import TARGETS, BenchSettings, run_bench
     from tlcli.errors import TlcliError
 
-    try:
-        chosen = tuple(int(t) for t in targets.split(",")) if targets else TARGETS
-    except ValueError:
-        chosen = ()
+    chosen = tuple(t.strip() for t in targets.split(",")) if targets else TARGETS
     if not chosen or not set(chosen) <= set(TARGETS):
-        raise typer.BadParameter(f"expected targets among {','.join(map(str, TARGETS))}, got '{targets}'", param_hint="--targets")
+        raise typer.BadParameter(f"expected targets among {','.join(TARGETS)}, got '{targets}'", param_hint="--targets")
     settings = BenchSettings(arch=arch, images=images, epochs=epochs, size=size, full_images=full_images)
     report = run_bench(settings, targets=chosen, workdir=workdir,
                        on_row=lambda row: output.info(f"target {row.target}: {row.name}: {row.ratio:.2f}x ({'pass' if row.passed else 'FAIL'})"))

@@ -20,7 +20,7 @@ Weights = Annotated[Optional[str], typer.Option("--weights", help="imagenet, non
 Dropout = Annotated[Optional[float], typer.Option("--dropout", min=0.0, max=0.99, help="Dropout before the new linear head [default: the architecture's own].", rich_help_panel=_MODEL)]
 Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer sizes of the mlp baseline, comma-separated.", rich_help_panel=_MODEL)]
 Freeze = Annotated[Optional[str], typer.Option("--freeze", help="none | backbone | all | last:N | blocks:N | re:PATTERN [default: backbone with pretrained weights, else none].", rich_help_panel=_MODEL)]
-BnTrain = Annotated[bool, typer.Option("--bn-train", help="Let frozen BatchNorm layers update their running statistics.", rich_help_panel=_MODEL)]
+BnTrain = Annotated[bool, typer.Option("--bn-train", help="Let BatchNorm layers update their running statistics [default: off: they keep the pretrained (or phase-1) statistics; from scratch they always update].", rich_help_panel=_MODEL)]
 InputSize = Annotated[Optional[int], typer.Option("--input-size", min=4, help="Square input side [default: the weights' or architecture's preset].", rich_help_panel=_MODEL)]
 
 Data = Annotated[str, typer.Option("--data", "-d", help="A folder, a name under data/, or a built-in set (digits, mnist, fashion_mnist, cifar10, cifar100).", rich_help_panel=_DATA)]
@@ -72,7 +72,8 @@ AutoAugment = Annotated[str, typer.Option("--auto-augment", help="none | trivial
 
 _OPT = "Optimisation"
 Optimizer = Annotated[str, typer.Option("--optimizer", help="adam | adamw | sgd | rmsprop.", rich_help_panel=_OPT)]
-WeightDecay = Annotated[float, typer.Option("--weight-decay", min=0.0, help="Weight decay.", rich_help_panel=_OPT)]
+WeightDecay = Annotated[float, typer.Option("--weight-decay", min=0.0, help="Weight decay (L2); with the linear probe, 0 chooses it on the validation split.", rich_help_panel=_OPT)]
+HeadFit = Annotated[str, typer.Option("--head-fit", help="auto | probe | epochs: probe fits the head to convergence on cached features (full-batch L-BFGS, like a logistic regression); epochs trains it with the optimiser (auto: probe whenever features are cached).", rich_help_panel=_OPT)]
 Momentum = Annotated[float, typer.Option("--momentum", min=0.0, max=1.0, help="Momentum of sgd and rmsprop.", rich_help_panel=_OPT)]
 Nesterov = Annotated[bool, typer.Option("--nesterov", help="Nesterov momentum (sgd).", rich_help_panel=_OPT)]
 Schedule = Annotated[str, typer.Option("--schedule", help="none | cosine | step | plateau | onecycle.", rich_help_panel=_OPT)]

@@ -27,6 +27,9 @@ class LineObserver(Observer):
     def warning(self, text: str) -> None:
         output.warn(text)
 
+    def info(self, text: str) -> None:
+        output.info(text)
+
     def prepare(self, what: str, done: int, total: int) -> None:
         if done == total:
             output.info(f"{what}: done")

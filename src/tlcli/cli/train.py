@@ -10,7 +10,7 @@ import typer
 
 from tlcli.cli import options, output
 from tlcli.cli.progress import make_observer
-from tlcli.config import DEFAULT_ARCH, AugmentConfig, DataConfig, FinetuneConfig, OptimConfig, RunConfig, TrainConfig
+from tlcli.config import DEFAULT_ARCH, DEFAULT_LR, FINETUNE_BACKBONE_LR_MULT, FINETUNE_LR, HEAD_ONLY_LR, AugmentConfig, DataConfig, FinetuneConfig, OptimConfig, RunConfig, TrainConfig
 
 _D, _O, _R = DataConfig(), OptimConfig(), RunConfig()
 EPILOG = "Exit codes: 0 success, 1 runtime failure (one 'Error:' line), 2 usage error, 130 interrupted (last.pt is intact)."
@@ -26,7 +26,12 @@ def _render(result) -> None:
         val = "" if math.isnan(final["val_acc"]) else f", val loss {final['val_loss']:.4f} acc {final['val_acc']:.4f}"
         lines.append(f"last epoch {final['epoch']}: train loss {final['train_loss']:.4f} acc {final['train_acc']:.4f}{val}")
     best = document["best_metric"]
-    lines.append(f"best {document['monitor']}: {best:.4f} at epoch {document['best_epoch']} of this phase" if best is not None else "no best epoch")
+    if best is None:
+        lines.append("no best epoch")
+    elif document["start"] and document["best_epoch"] == 0:
+        lines.append(f"best {document['monitor']}: {best:.4f} from phase {document['phase'] - 1}: no epoch of this phase beat it, best.pt holds phase {document['phase'] - 1}'s model")
+    else:
+        lines.append(f"best {document['monitor']}: {best:.4f} at epoch {document['best_epoch']} of this phase")
     if document["stopped_early"]:
         lines.append("stopped early")
     lines += [f"{name}: {path}" for name, path in document["files"].items()]
@@ -56,7 +61,7 @@ def train(
     color_jitter: options.ColorJitter = 0.0,
     auto_augment: options.AutoAugment = "none",
     optimizer: options.Optimizer = _O.optimizer,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Learning rate.", rich_help_panel="Optimisation")] = _O.lr,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help=f"Learning rate [default: {HEAD_ONLY_LR:g} when only the head trains epoch by epoch, else {DEFAULT_LR:g}].", rich_help_panel="Optimisation")] = None,
     weight_decay: options.WeightDecay = _O.weight_decay,
     momentum: options.Momentum = _O.momentum,
     nesterov: options.Nesterov = False,
@@ -68,6 +73,7 @@ def train(
     grad_clip: options.GradClip = _O.grad_clip,
     accumulate: options.Accumulate = _O.accumulate,
     class_weights: options.ClassWeights = _O.class_weights,
+    head_fit: options.HeadFit = _O.head_fit,
     epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", min=1, help=f"Epochs to train [default: {_R.epochs}; with --resume: the run's own].", rich_help_panel="Run")] = None,
     batch_size: options.BatchSize = _R.batch_size,
     device: options.Device = _R.device,
@@ -142,6 +148,7 @@ def config_from_params(p: dict) -> TrainConfig:
         optim=OptimConfig(
             p["optimizer"], p["lr"], p["weight_decay"], p["momentum"], p["nesterov"], p["schedule"], p["warmup_epochs"],
             p["step_size"], p["gamma"], p["label_smoothing"], p["grad_clip"], p["accumulate"], p["class_weights"],
+            head_fit=p["head_fit"],
         ),
         run=RunConfig(
             p["epochs"] or _R.epochs, p["batch_size"], p["device"], p["amp"], p["channels_last"], p["compile"], p["workers"],
@@ -155,15 +162,23 @@ def finetune(
     source: Annotated[str, typer.Option("--from", help="The phase-1 run: a run folder, a run name under checkpoints/, or a checkpoint file.")],
     unfreeze: Annotated[str, typer.Option("--unfreeze", help="all, or a --freeze policy for what stays frozen: last:N trains the last N layers, blocks:N keeps the first N stages frozen.")] = "all",
     epochs: options.Epochs = 5,
-    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate [default: phase 1's divided by 10].", rich_help_panel="Optimisation")] = None,
-    backbone_lr_mult: Annotated[float, typer.Option("--backbone-lr-mult", min=0.0, help="Backbone learning rate as a multiple of the head's.", rich_help_panel="Optimisation")] = 1.0,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Learning rate of the head (the reports' phase-2 rate).", rich_help_panel="Optimisation")] = FINETUNE_LR,
+    backbone_lr_mult: Annotated[float, typer.Option("--backbone-lr-mult", min=0.0, help="Backbone learning rate as a multiple of the head's (a tenth keeps the head's fit while the backbone adapts).", rich_help_panel="Optimisation")] = FINETUNE_BACKBONE_LR_MULT,
     optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="Change phase 1's optimiser.", rich_help_panel="Optimisation")] = None,
     schedule: Annotated[Optional[str], typer.Option("--schedule", help="Change phase 1's schedule.", rich_help_panel="Optimisation")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="Change phase 1's weight decay.", rich_help_panel="Optimisation")] = None,
+    warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", min=0, help="Change phase 1's linear warm-up epochs.", rich_help_panel="Optimisation")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Change phase 1's batch size.", rich_help_panel="Run")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="Change phase 1's device.", rich_help_panel="Run")] = None,
     amp: Annotated[Optional[str], typer.Option("--amp", help="Change phase 1's mixed precision.", rich_help_panel="Run")] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", min=0, help="Change phase 1's early-stopping patience.", rich_help_panel="Run")] = None,
+    bn_train: options.BnTrain = False,
+    hflip: Annotated[Optional[bool], typer.Option("--hflip/--no-hflip", help="Change phase 1's horizontal flips.", rich_help_panel="Augmentation (training only)", show_default=False)] = None,
+    rotate: Annotated[Optional[float], typer.Option("--rotate", min=0.0, max=180.0, help="Change phase 1's random rotation (degrees).", rich_help_panel="Augmentation (training only)")] = None,
+    zoom: Annotated[Optional[float], typer.Option("--zoom", min=0.0, max=0.99, help="Change phase 1's random zoom.", rich_help_panel="Augmentation (training only)")] = None,
+    contrast: Annotated[Optional[float], typer.Option("--contrast", min=0.0, max=0.99, help="Change phase 1's random contrast.", rich_help_panel="Augmentation (training only)")] = None,
+    color_jitter: Annotated[Optional[float], typer.Option("--color-jitter", min=0.0, max=0.99, help="Change phase 1's colour jitter.", rich_help_panel="Augmentation (training only)")] = None,
+    auto_augment: Annotated[Optional[str], typer.Option("--auto-augment", help="Change phase 1's automatic augmentation: none | trivial | rand.", rich_help_panel="Augmentation (training only)")] = None,
     workers: options.Workers = None,
     cache_images: Annotated[Optional[str], typer.Option("--cache-images", help="Change phase 1's image cache: auto | memory | disk | off.", rich_help_panel="Caches")] = None,
     cache_dir: options.CacheDir = None,
@@ -178,7 +193,8 @@ def finetune(
     """
     from tlcli import training
 
-    optim = {"optimizer": optimizer, "schedule": schedule, "weight_decay": weight_decay}
+    optim = {"optimizer": optimizer, "schedule": schedule, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs}
+    augment = {"hflip": hflip, "rotate": rotate, "zoom": zoom, "contrast": contrast, "color_jitter": color_jitter, "auto_augment": auto_augment}
     run = {"batch_size": batch_size, "device": device, "amp": amp, "patience": patience, "workers": workers, "out": out,
            "cache_images": cache_images, "cache_dir": cache_dir,
            "overwrite": overwrite or None}
@@ -190,6 +206,8 @@ def finetune(
         backbone_lr_mult=backbone_lr_mult,
         optim_overrides=tuple((k, v) for k, v in optim.items() if v is not None),
         run_overrides=tuple((k, v) for k, v in run.items() if v is not None),
+        augment_overrides=tuple((k, v) for k, v in augment.items() if v is not None),
+        bn_train=bn_train,
     )
     result = training.finetune(config, observer=make_observer())
     output.print_json(result.to_dict()) if as_json else _render(result)

@@ -53,13 +53,14 @@ def train_one_epoch(
     device: torch.device,
     precision: Precision,
     bn_train: bool = False,
+    keep_norm_statistics: bool = False,
     accumulate: int = 1,
     grad_clip: float = 0.0,
     channels_last: bool = False,
     batch_scheduler=None,
     observer: Observer | None = None,
 ) -> Pass:
-    set_train_mode(model, bn_train=bn_train)
+    set_train_mode(model, bn_train=bn_train, keep_norm_statistics=keep_norm_statistics)
     observer = observer or Observer()
     sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
     skipped: list[str] = []
@@ -174,11 +175,15 @@ class Trainer:
     phase: int = 1
     seed: int = 0
     bn_train: bool = False
+    keep_norm_statistics: bool = False
     accumulate: int = 1
     grad_clip: float = 0.0
     channels_last: bool = False
     monitor: str = "val_loss"
     patience: int = 0
+    # The linear probe's epoch (``engine.probe.LinearProbe.epoch``), in place of train_one_epoch.
+    full_batch_epoch: Callable[[], Pass] | None = None
+    method: str = "adam"  # how the epochs train, recorded in each history row
 
 
 def fit(
@@ -204,10 +209,10 @@ def fit(
         reseed_loader(t.train_loader, t.seed * 1000 + epoch)
         observer.epoch_start(t.phase, epoch, epochs, len(t.train_loader))
         lr = t.optimizer.param_groups[0]["lr"]
-        trained = train_one_epoch(
+        trained = t.full_batch_epoch() if t.full_batch_epoch is not None else train_one_epoch(
             t.model, t.train_loader, t.criterion, t.optimizer, t.scaler,
-            device=t.device, precision=t.precision, bn_train=t.bn_train, accumulate=t.accumulate,
-            grad_clip=t.grad_clip, channels_last=t.channels_last,
+            device=t.device, precision=t.precision, bn_train=t.bn_train, keep_norm_statistics=t.keep_norm_statistics,
+            accumulate=t.accumulate, grad_clip=t.grad_clip, channels_last=t.channels_last,
             batch_scheduler=t.scheduler if t.scheduler_per_batch else None, observer=observer,
         )
         validated = (
@@ -229,6 +234,7 @@ def fit(
             "lr": lr,
             "seconds": trained.seconds + (validated.seconds if validated else 0.0),
             "images_per_s": trained.images / trained.seconds if trained.seconds else 0.0,
+            "method": t.method,
         }
         history.append(row)
         monitored = row[t.monitor] if validated else row["train_loss"]

@@ -14,6 +14,9 @@ class Observer:
 
     def warning(self, text: str) -> None: ...
 
+    def info(self, text: str) -> None:
+        """What the run is doing, worth a line in the log (how phase 1 fits its head, ...)."""
+
     def prepare(self, what: str, done: int, total: int) -> None:
         """Work before the first epoch (decoding images, caching features): ``done`` of ``total``."""
 

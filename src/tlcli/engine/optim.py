@@ -10,30 +10,33 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tlcli.config import OPTIMIZERS, SCHEDULES, OptimConfig
+from tlcli.config import DEFAULT_LR, HEAD_ONLY_LR, OPTIMIZERS, SCHEDULES, OptimConfig
 from tlcli.errors import TlcliError
 
 
 def parameter_groups(model: nn.Module, head_name: str, config: OptimConfig) -> list[dict]:
-    """Trainable parameters, with the backbone at ``backbone_lr_mult`` times the head's rate."""
+    """Trainable parameters, with the backbone at ``backbone_lr_mult`` times the head's rate
+    (``config.lr``, or by default HEAD_ONLY_LR when only the head trains, else DEFAULT_LR)."""
     head, backbone = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             (head if name == head_name or name.startswith(head_name + ".") else backbone).append(parameter)
     if not head and not backbone:
         raise TlcliError("every parameter is frozen: nothing to train (check --freeze / --unfreeze)")
-    groups = [{"params": head, "lr": config.lr, "name": "head"}]
+    if config.lr is not None and config.lr <= 0:
+        raise TlcliError(f"--lr must be positive, got {config.lr}")
+    lr = config.lr if config.lr is not None else DEFAULT_LR if backbone else HEAD_ONLY_LR
+    groups = [{"params": head, "lr": lr, "name": "head"}]
     if backbone:
-        groups.append({"params": backbone, "lr": config.lr * config.backbone_lr_mult, "name": "backbone"})
+        groups.append({"params": backbone, "lr": lr * config.backbone_lr_mult, "name": "backbone"})
     return [group for group in groups if group["params"]]
 
 
 def build_optimizer(groups: list[dict], config: OptimConfig, *, fused: bool = False) -> torch.optim.Optimizer:
+    """For ``groups`` from ``parameter_groups``, each with its own learning rate."""
     if config.optimizer not in OPTIMIZERS:
         raise TlcliError(f"unknown --optimizer '{config.optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
-    if config.lr <= 0:
-        raise TlcliError(f"--lr must be positive, got {config.lr}")
-    common = {"lr": config.lr, "weight_decay": config.weight_decay}
+    common = {"lr": groups[0]["lr"], "weight_decay": config.weight_decay}
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=config.momentum, nesterov=config.nesterov, **common)
     if config.optimizer == "rmsprop":

