@@ -34,6 +34,24 @@ def _one_thread():
 
 
 @pytest.fixture
+def checkpoints_dir(tmp_path) -> Path:
+    """Where ``isolated`` points TLCLI_CHECKPOINTS_DIR; a module overrides it to share a trained run."""
+    return tmp_path / "checkpoints"
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch, checkpoints_dir):
+    """Keep a test off the user's folders: run in tmp_path, with its own checkpoints, data and cache.
+
+    Modules opt in for every test with ``pytestmark = pytest.mark.usefixtures("isolated")``.
+    """
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(checkpoints_dir))
+    monkeypatch.setenv("TLCLI_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TLCLI_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
 def run_cli(capsys):
     """Call ``tlcli ARGS`` in this process; returns exit code, stdout and stderr."""
 

@@ -14,8 +14,8 @@ import textwrap
 import pytest
 import torch
 
-from tlcli.bench.runner import write_jpeg_folder
-from tlcli.engine.host import allocator_tuning, available_cores, cap_threads
+from tlcli.bench.datasets import write_jpeg_folder
+from tlcli.host import allocator_tuning, available_cores, cap_threads
 
 
 def _python(code: str, **env) -> str:
@@ -55,7 +55,7 @@ def test_torchvision_comes_without_dynamo_which_still_loads_when_used():
 
 PAGE_FAULTS = """
     import resource, torch
-    from tlcli.engine.host import allocator_tuning
+    from tlcli.host import allocator_tuning
     print(allocator_tuning(), end="|")
     images, weight = torch.randn(32, 64, 56, 56), torch.randn(64, 64, 3, 3)
     for _ in range(5):  # a training step's pattern: a 25 MiB activation made and freed each step

@@ -22,14 +22,7 @@ from tlcli.training import resume, train
 
 from conftest import write_image
 
-pytestmark = pytest.mark.usefixtures("_one_thread")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(tmp_path / "checkpoints"))
-    monkeypatch.setenv("TLCLI_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("_one_thread", "isolated")
 
 
 def _frozen(out: str, *, epochs: int = 3, augment: AugmentConfig = AugmentConfig(), **run) -> TrainConfig:
@@ -110,7 +103,7 @@ def test_training_layers_before_the_head_turn_the_cache_off(run_cli):
     assert "features computed every step (--bn-train updates BatchNorm statistics" in _log(result)
     refused = run_cli("train", "--data", "digits", "--arch", "simple_cnn", "--epochs", "1", "--cache-features", "on", "--out", "checkpoints/x")
     assert refused.code == 1
-    assert refused.stderr.count("\n") == 1 and "--cache-features on: parameters before the head train" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "features cannot be cached: parameters before the head train" in refused.stderr
 
 
 def test_a_head_followed_by_more_layers_is_detected():

@@ -24,6 +24,8 @@ from tlcli.training import train
 
 from conftest import write_image
 
+pytestmark = pytest.mark.usefixtures("isolated")
+
 # The first Linear layer of the mlp (layers.0 is the Flatten) stays frozen, so the checkpoint
 # has a non-empty frozen list to restore.
 FREEZE = r"re:^layers\.1\."
@@ -47,11 +49,10 @@ def trained(tmp_path_factory, _one_thread):
     return {"base": base, "root": root, "run": result.run_dir, "config": config, "result": result}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch, trained):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(trained["root"]))
-    monkeypatch.setenv("TLCLI_DATA_DIR", str(tmp_path / "data"))
+@pytest.fixture
+def checkpoints_dir(trained):
+    """``isolated`` points TLCLI_CHECKPOINTS_DIR at the module's trained run."""
+    return trained["root"]
 
 
 def _one_sentence(message: str) -> None:

@@ -7,11 +7,7 @@ import math
 import pytest
 from PIL import Image
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(tmp_path / "checkpoints"))
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def test_sanity_passes_for_a_working_setup(run_cli):

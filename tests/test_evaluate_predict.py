@@ -19,6 +19,8 @@ from tlcli.training import train
 
 from conftest import make_class_folder, write_image
 
+pytestmark = pytest.mark.usefixtures("isolated")
+
 CLASSES = [str(d) for d in range(10)]
 
 
@@ -52,11 +54,10 @@ def folder_run(digits_run):
     return {"base": base, "data": data, "run": out}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch, digits_run):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(digits_run["root"]))
-    monkeypatch.setenv("TLCLI_DATA_DIR", str(tmp_path / "data"))
+@pytest.fixture
+def checkpoints_dir(digits_run):
+    """``isolated`` points TLCLI_CHECKPOINTS_DIR at the module's runs: the digits run is the latest."""
+    return digits_run["root"]
 
 
 def _error_lines(stderr: str) -> list[str]:

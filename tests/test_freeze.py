@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tlcli.config import ModelConfig
-from tlcli.errors import ModelError
+from tlcli.errors import ConfigError, ModelError
 from tlcli.models.freeze import apply_freeze, backbone_stages, count_parameters, set_train_mode
 from tlcli.models.registry import build_model
 
@@ -81,7 +81,7 @@ def test_regex_freezes_matching_parameter_names():
 
 @pytest.mark.parametrize("policy", ["frozen", "blocks:x", "last:", "re:("])
 def test_bad_policies_are_clear_errors(policy):
-    with pytest.raises(ModelError):
+    with pytest.raises(ConfigError):  # a bad value: exit 2 from the command line
         _build("resnet18", policy)
 
 

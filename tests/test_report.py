@@ -7,14 +7,10 @@ import re
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("isolated")
+
 SECTIONS = ("## TL;DR", "## Data set", "## Model", "## Configuration", "## Learning curves", "## Final metrics (test split)",
             "## Per class", "## Confusion matrix", "## Most confused pairs")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(tmp_path / "checkpoints"))
 
 
 def test_run_report_has_every_section_and_embedded_images(run_cli, tmp_path):

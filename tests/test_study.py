@@ -11,13 +11,9 @@ from PIL import Image
 from tlcli.config import DataConfig
 from tlcli.data.sources import load_data
 
+pytestmark = pytest.mark.usefixtures("isolated")
+
 FIGURES = ("accuracy.png", "loss.png", "overfitting_gap.png", "convergence.png", "params_vs_time.png", "test_accuracy.png")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(tmp_path / "checkpoints"))
 
 
 def test_folds_partition_train_and_val_and_keep_test():

@@ -5,11 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(tmp_path / "checkpoints"))
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def test_train_finetune_evaluate_predict_summary_from_the_command_line(run_cli, tmp_path):
@@ -58,11 +54,6 @@ def test_resume_continues_an_interrupted_run_from_the_cli(run_cli):
     "args,message",
     [
         (["train", "--data", "nowhere"], "no data set 'nowhere'"),
-        (["train", "--arch", "resnet19"], "unknown architecture"),
-        (["train", "--arch", "mlp", "--optimizer", "lbfgs"], "unknown --optimizer"),
-        (["train", "--arch", "mlp", "--schedule", "exp"], "unknown --schedule"),
-        (["train", "--arch", "mlp", "--amp", "fp8"], "unknown --amp"),
-        (["train", "--arch", "mlp", "--monitor", "f1"], "unknown --monitor"),
         (["train", "--arch", "mlp", "--freeze", "blocks:9"], "stages"),
         (["finetune", "--from", "no-such-run"], "no checkpoint or run"),
         (["evaluate"], "no run yet"),
@@ -76,6 +67,29 @@ def test_bad_training_input_is_one_error_line_and_exit_1(run_cli, args, message)
     assert [line for line in result.stderr.splitlines() if line.startswith("Error:")] == [
         line for line in result.stderr.splitlines() if line.strip()
     ][-1:]
+
+
+@pytest.mark.parametrize(
+    "args,valid",
+    [
+        (["train", "--arch", "resnet19"], "closest: resnet18"),
+        (["train", "--optimizer", "lbfgs"], "adam, adamw, sgd, rmsprop"),
+        (["train", "--schedule", "exp"], "none, cosine, step, plateau, onecycle"),
+        (["train", "--amp", "fp8"], "auto, bf16, fp16, off"),
+        (["train", "--monitor", "f1"], "val_loss, val_acc"),
+        (["train", "--head-fit", "sgd"], "auto, probe, epochs"),
+        (["train", "--freeze", "blah"], "none, backbone, all, last:N, blocks:N, re:PATTERN"),
+        (["train", "--freeze", "re:("], "bad regular expression"),
+        (["sanity", "--cache-images", "ram"], "auto, memory, disk, off"),
+        (["lr-find", "--device", "gpu"], "auto, cpu, cuda, cuda:N, mps"),
+        (["finetune", "--from", "nowhere", "--unfreeze", "some"], "none, backbone, all"),
+    ],
+)
+def test_a_bad_choice_exits_2_with_the_valid_ones_before_any_data_is_read(run_cli, args, valid):
+    # The data and the run named here do not exist: exit 2 (not 1) shows nothing was read first.
+    result = run_cli(*args, *(["--data", "nowhere"] if args[0] != "finetune" else []))
+    assert result.code == 2, result.stderr
+    assert valid in result.stderr and "Traceback" not in result.stderr
 
 
 def test_usage_errors_on_training_options_exit_2(run_cli):

@@ -22,11 +22,7 @@ from tlcli.training import finetune, resume, train
 
 from conftest import make_class_folder, write_image
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(tmp_path / "checkpoints"))
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def _config(arch="mlp", *, epochs=2, out="checkpoints/run", **run_overrides) -> TrainConfig:

@@ -6,19 +6,12 @@ from __future__ import annotations
 import pytest
 
 from tlcli.bench.probe import probe, split_features
-from tlcli.bench.quality import write_digits
+from tlcli.bench.datasets import write_digits
 from tlcli.checkpoint import load_checkpoint
 from tlcli.config import DataConfig, FinetuneConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from tlcli.training import finetune, train
 
-pytestmark = pytest.mark.usefixtures("_one_thread")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(tmp_path / "checkpoints"))
-    monkeypatch.setenv("TLCLI_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("_one_thread", "isolated")
 
 
 @pytest.fixture(scope="module")

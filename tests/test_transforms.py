@@ -176,17 +176,17 @@ def test_augmentation_is_reproducible_from_the_torch_seed():
 @pytest.mark.parametrize(
     "augment,option",
     [
-        (AugmentConfig(auto_augment="magic"), "auto-augment"),
-        (AugmentConfig(auto_augment="Trivial"), "auto-augment"),
-        (AugmentConfig(zoom=1.0), "--zoom"),
-        (AugmentConfig(zoom=1.5), "--zoom"),
-        (AugmentConfig(zoom=-0.1), "--zoom"),
-        (AugmentConfig(contrast=1.0), "--contrast"),
-        (AugmentConfig(color_jitter=-0.5), "--color-jitter"),
-        (AugmentConfig(rotate=-1), "--rotate"),
-        (AugmentConfig(rotate=181), "--rotate"),
-        (AugmentConfig(rotate=float("nan")), "--rotate"),
-        (AugmentConfig(zoom=float("nan")), "--zoom"),
+        (AugmentConfig(auto_augment="magic"), "auto augment"),
+        (AugmentConfig(auto_augment="Trivial"), "auto augment"),
+        (AugmentConfig(zoom=1.0), "zoom"),
+        (AugmentConfig(zoom=1.5), "zoom"),
+        (AugmentConfig(zoom=-0.1), "zoom"),
+        (AugmentConfig(contrast=1.0), "contrast"),
+        (AugmentConfig(color_jitter=-0.5), "color jitter"),
+        (AugmentConfig(rotate=-1), "rotation"),
+        (AugmentConfig(rotate=181), "rotation"),
+        (AugmentConfig(rotate=float("nan")), "rotation"),
+        (AugmentConfig(zoom=float("nan")), "zoom"),
     ],
 )
 def test_invalid_augment_settings_are_errors(augment, option):

@@ -1,17 +1,13 @@
 """The checkpoint: one file, a plain dict, safe to load, never half-written.
 
 Only tensors, numbers, strings, lists, tuples and dicts go in, so ``torch.load(...,
-weights_only=True)`` reads it without running pickled code. Writes go to a temporary file in
-the same folder, are flushed and fsynced, then ``os.replace``d over the target: a crash or a
-full disk leaves the previous file intact.
+weights_only=True)`` reads it without running pickled code. Writes go through
+``tlcli.files``: a crash or a full disk leaves the previous file intact.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +15,11 @@ from typing import Any
 import torch
 
 from tlcli import __version__
+from tlcli.engine.device import restore_rng_state, rng_state
+from tlcli.engine.loop import Progress
+from tlcli.engine.optim import continue_schedule
 from tlcli.errors import CheckpointError
+from tlcli.files import link_or_copy, write_atomically
 from tlcli.models.weights import safe_torch_load
 
 FORMAT = "tlcli.checkpoint"
@@ -42,64 +42,47 @@ def stamp(content: dict[str, Any]) -> dict[str, Any]:
 def atomic_save(obj: Any, path: Path, *also: Path) -> None:
     """torch.save ``obj`` to ``path`` (and to each of ``also``) so that readers see the old file
     or the new one, never a part."""
-    _write_atomically(Path(path), lambda stream: torch.save(obj, stream))
+    write_atomically(Path(path), lambda stream: torch.save(obj, stream))
     for target in map(Path, also):
-        _same_file(Path(path), target)
+        link_or_copy(Path(path), target)
 
 
-def _same_file(source: Path, target: Path) -> None:
-    """``target`` becomes a hard link to ``source``'s current contents (no copy, no second
-    fsync); a later replace of ``source`` leaves it alone. Copies where links are refused."""
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.link")
-    try:
-        temporary.unlink(missing_ok=True)
-        os.link(source, temporary)
-        os.replace(temporary, target)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        with open(source, "rb") as stream:
-            _write_atomically(target, lambda out: shutil.copyfileobj(stream, out, 1 << 20))
-        return
-    _fsync_folder(target.parent)
+def training_checkpoint(prepared, *, progress, history: list[dict], lineage: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint of a run at the end of an epoch: the model and how to rebuild it, its
+    preprocessing and classes, the whole training state for an exact resume, and the history.
+
+    ``prepared`` is the run's ``tlcli.prepare.Prepared``; ``lineage`` holds ``phase``, ``parent``
+    (phase 1's checkpoint, for phase 2), ``start`` (validation before phase 2's first step) and
+    ``head_fit`` (the linear probe's choice)."""
+    built, trainer, config, data = prepared.built, prepared.trainer, prepared.config, prepared.data
+    return stamp({
+        "model": {**built.describe(), "hidden": list(config.model.hidden)},
+        "classes": data.classes,
+        "preprocess": built.preprocess.to_dict(),
+        "freeze": {"policy": built.freeze_policy, "frozen": built.frozen, "bn_train": config.model.bn_train},
+        **lineage,
+        "state_dict": {k: v.detach().cpu() for k, v in built.model.state_dict().items()},
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "scaler": trainer.scaler.state_dict(),
+        "rng": rng_state(),
+        "progress": asdict(progress),
+        "history": history,
+        "config": config.to_dict(),
+        "data": {**data.summary(), "split": data.split_info},
+    })
 
 
-def write_file_atomically(data: bytes, path: Path) -> None:
-    _write_atomically(Path(path), lambda stream: stream.write(data))
-
-
-def _write_atomically(path: Path, write) -> None:
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:  # a missing or read-only folder: nothing was written
-        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless where folders cannot be opened."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+def restore_training_state(checkpoint: dict[str, Any], trainer, *, total_steps: int) -> Progress:
+    """Put a resumed run's optimiser, schedule, scaler and random streams back where the
+    checkpoint left them (``trainer``: an ``engine.loop.Trainer``); returns its progress."""
+    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+    if trainer.scheduler is not None and checkpoint.get("scheduler"):
+        trainer.scheduler.load_state_dict(checkpoint["scheduler"])
+        continue_schedule(trainer.scheduler, trainer.optimizer, total_steps=total_steps)
+    trainer.scaler.load_state_dict(checkpoint["scaler"])
+    restore_rng_state(checkpoint["rng"])
+    return Progress(**{**checkpoint["progress"], "stopped_early": False})
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -109,7 +92,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     loaded = safe_torch_load(path, CheckpointError, "checkpoint")
     if not isinstance(loaded, dict) or loaded.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a tlcli checkpoint (a bare state dict can be used with --weights)")
+        raise CheckpointError(f"{path} is not a tlcli checkpoint (a bare state dict can be used as weights)")
     version = loaded.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(f"{path} has no valid checkpoint format version (found {version!r}); it is damaged")

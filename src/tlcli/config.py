@@ -6,7 +6,10 @@ so a run's resolved configuration can be written next to its outputs with ``asdi
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
+
+from tlcli.errors import ConfigError
 
 DEFAULT_ARCH = "efficientnet_b0"
 # The reports' seed; it drives the split, weight initialisation and data order.
@@ -44,7 +47,6 @@ class AugmentConfig:
     color_jitter: float = 0.0  # brightness, contrast and saturation by this factor, hue by a quarter
     auto_augment: str = "none"  # none | trivial | rand
 
-    AUTO_AUGMENT_CHOICES = ("none", "trivial", "rand")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,12 @@ SCHEDULES = ("none", "cosine", "step", "plateau", "onecycle")
 # on the validation split), epochs (the optimiser, epoch by epoch), auto (probe whenever the
 # features are cached and the head is linear).
 HEAD_FITS = ("auto", "probe", "epochs")
+CLASS_WEIGHTS = ("none", "balanced")
+MONITORS = ("val_loss", "val_acc")
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+FEATURE_CACHE_CHOICES = ("auto", "on", "off")
+IMAGE_CACHE_CHOICES = ("auto", "memory", "disk", "off")
+AUTO_AUGMENTS = ("none", "trivial", "rand")
 # Default learning rates: whole networks (the reports' 1e-3); only the head training epoch by
 # epoch, where 1e-3 stops far short in 10 epochs (val accuracy 0.39 against 0.85 at 1e-2 on
 # EfficientNet-Lite0 features of the digits); phase 2 (the reports' 1e-4).
@@ -155,6 +163,49 @@ class TrainConfig:
             # Runs from before the caches existed resume as they ran, recomputing features.
             run=RunConfig(**{"cache_features": "off", **values["run"]}),
         )
+
+
+POLICY_FORMS = ("none", "backbone", "all", "last:N", "blocks:N", "re:PATTERN")
+
+
+def check_freeze_policy(policy: str) -> str:
+    """``policy`` when it is a well-formed freeze policy (whatever the network), else a ConfigError."""
+    if policy in ("none", "all", "backbone"):
+        return policy
+    if policy.startswith(("last:", "blocks:")):
+        if not policy.partition(":")[2].isdigit():
+            raise ConfigError(f"freeze policy '{policy}' needs a whole number after '{policy.partition(':')[0]}:', e.g. {policy.partition(':')[0]}:2")
+        return policy
+    if policy.startswith("re:"):
+        try:
+            re.compile(policy[3:])
+        except re.error as exc:
+            raise ConfigError(f"freeze policy '{policy}': bad regular expression ({exc})") from None
+        return policy
+    raise ConfigError(f"unknown freeze policy '{policy}'; use one of {', '.join(POLICY_FORMS)}")
+
+
+# Every field with a fixed set of values: (section, field) -> the values. The command line offers
+# exactly these, and check_choices refuses anything else in a configuration built elsewhere.
+CHOICES = {
+    ("augment", "auto_augment"): AUTO_AUGMENTS,
+    ("optim", "optimizer"): OPTIMIZERS,
+    ("optim", "schedule"): SCHEDULES,
+    ("optim", "class_weights"): CLASS_WEIGHTS,
+    ("optim", "head_fit"): HEAD_FITS,
+    ("run", "amp"): AMP_CHOICES,
+    ("run", "monitor"): MONITORS,
+    ("run", "cache_features"): FEATURE_CACHE_CHOICES,
+    ("run", "cache_images"): IMAGE_CACHE_CHOICES,
+}
+
+
+def check_choices(config: TrainConfig) -> None:
+    """A ConfigError naming the first field whose value is not one of its choices."""
+    for (section, name), valid in CHOICES.items():
+        value = getattr(getattr(config, section), name)
+        if value not in valid:
+            raise ConfigError(f"unknown {name.replace('_', ' ')} '{value}'; choose one of {', '.join(valid)}")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Checks before a long run: ``sanity`` (does the set-up learn at all?) and ``lr_find``.
 
-Both build exactly what ``train`` would (data, model, freeze state, transforms, optimiser)
-and leave no checkpoint behind; ``lr_find`` works on a copy of the model.
+Both build exactly what ``train`` would, through ``prepare`` (data, model, freeze state, inputs,
+loss, optimiser, scaler), drive its ``train_step``, and leave no run folder behind.
 """
 
 from __future__ import annotations
@@ -12,18 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from tlcli.config import TrainConfig
-from tlcli.data.dataset import ImageData
-from tlcli.data.loading import Batch, TransformedImages, collate, make_loader
-from tlcli.data.sources import load_data
-from tlcli.data.transforms import build_transform
-from tlcli.engine.device import resolve_device, resolve_precision, seed_everything
-from tlcli.engine.optim import build_optimizer, parameter_groups
-from tlcli.errors import DataError
+from tlcli.config import AugmentConfig, TrainConfig
+from tlcli.engine.loop import batch_to_device, optimizer_step, train_step
+from tlcli.errors import DataError, TlcliError
 from tlcli.models.freeze import set_train_mode
-from tlcli.models.registry import BuiltModel, build_model
+from tlcli.prepare import Prepared, prepare
 
 # The initial loss of an untrained head should be near ln(classes); further than this share away is suspect.
 INITIAL_LOSS_TOLERANCE = 0.35
@@ -49,83 +43,87 @@ class SanityReport:
         return {"passed": self.passed, "checks": [vars(c) for c in self.checks]}
 
 
-def _fixed_batches(data: ImageData, built: BuiltModel, *, count: int, batch_size: int, seed: int) -> list[Batch]:
-    """The same ``count`` batches of training images every call, without augmentation."""
-    images = data.splits["train"]
-    if len(images) == 0:
-        raise DataError("the training split is empty")
-    dataset = TransformedImages(images, build_transform(built.preprocess), draft_size=built.preprocess.resize_size)
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[: count * batch_size].tolist()
-    samples = [dataset[i] for i in order]
-    batches = [collate(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
-    return [b for b in batches if len(b.labels)]
+def _for_checks(config: TrainConfig) -> TrainConfig:
+    """What train would build, trained epoch by epoch on images (not cached features, not the
+    linear probe): the checks look at image batches and the optimiser's steps."""
+    return replace(config, optim=replace(config.optim, head_fit="epochs"),
+                   run=replace(config.run, cache_features="off", cache_images="off", workers=0))
+
+
+def _fixed_batches(prepared: Prepared, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``count`` training batches, on the device, kept to be seen again and again."""
+    batches = []
+    for batch in prepared.inputs.train_loader:
+        if len(batch.labels):
+            batches.append(batch_to_device(batch, prepared.device, prepared.inputs.channels_last))
+        if len(batches) == count:
+            break
+    if not batches:
+        raise DataError("no training image could be read; run 'tlcli data check'")
+    return batches
 
 
 def run_sanity(config: TrainConfig, *, batches: int = 2, steps: int = 150) -> SanityReport:
-    """Shapes, one forward and backward pass, the initial loss, and over-fitting a tiny subset."""
-    seed_everything(config.run.seed)
-    device = resolve_device(config.run.device)
-    precision = resolve_precision(config.run.amp, device)
-    checks: list[Check] = []
-    data = load_data(config.data)
-    built = build_model(config.model, num_classes=data.num_classes)
-    model = built.model.to(device)
-    fixed = _fixed_batches(data, built, count=batches, batch_size=config.run.batch_size, seed=config.run.seed)
-    first = fixed[0]
+    """Shapes, one forward and backward pass, the initial loss, and over-fitting a tiny subset,
+    with the model, loss, scaler and step of a real run (augmentation and weight decay off)."""
+    config = replace(_for_checks(config), augment=AugmentConfig(), optim=replace(config.optim, head_fit="epochs", weight_decay=0.0))
+    prepared = prepare(config)
+    data, built, trainer = prepared.data, prepared.built, prepared.trainer
+    fixed = _fixed_batches(prepared, batches)
+    images, labels = fixed[0]
     expected = (built.preprocess.channels, built.preprocess.input_size, built.preprocess.input_size)
-    checks.append(Check("input shape", tuple(first.images.shape[1:]) == expected,
-                        f"batch {tuple(first.images.shape)}, model expects (N, {', '.join(map(str, expected))})"))
-    labels_ok = int(first.labels.min()) >= 0 and int(first.labels.max()) < data.num_classes
-    checks.append(Check("labels", labels_ok, f"in 0..{data.num_classes - 1}, {data.num_classes} classes"))
-
-    criterion = nn.CrossEntropyLoss()
-    set_train_mode(model, bn_train=config.model.bn_train)
-    images, labels = first.images.to(device), first.labels.to(device)
-    with precision.autocast():
-        logits = model(images)
-        loss = criterion(logits.float(), labels)
+    checks = [
+        Check("input shape", tuple(images.shape[1:]) == expected, f"batch {tuple(images.shape)}, model expects (N, {', '.join(map(str, expected))})"),
+        Check("labels", int(labels.min()) >= 0 and int(labels.max()) < data.num_classes, f"in 0..{data.num_classes - 1}, {data.num_classes} classes"),
+    ]
+    set_train_mode(trainer.model, bn_train=trainer.bn_train, keep_norm_statistics=trainer.keep_norm_statistics)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    with prepared.precision.autocast():
+        logits = trainer.model(images)
     checks.append(Check("output shape", tuple(logits.shape) == (len(labels), data.num_classes),
                         f"{tuple(logits.shape)}, expected ({len(labels)}, {data.num_classes})"))
+    try:
+        loss, _ = train_step(trainer.model, images, labels, trainer.criterion, trainer.scaler, precision=prepared.precision)
+    except TlcliError:
+        loss = torch.tensor(math.nan)
     expected_loss = math.log(data.num_classes)
     close = abs(loss.item() - expected_loss) <= INITIAL_LOSS_TOLERANCE * expected_loss
     checks.append(Check("initial loss", close, f"{loss.item():.3f}, ln({data.num_classes}) = {expected_loss:.3f}"))
-    loss.backward()
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable = [(n, p) for n, p in built.model.named_parameters() if p.requires_grad]
     with_grad = [n for n, p in trainable if p.grad is not None and p.grad.abs().sum() > 0]
-    frozen_grad = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
+    frozen_grad = [n for n, p in built.model.named_parameters() if not p.requires_grad and p.grad is not None]
     checks.append(Check("backward pass", math.isfinite(loss.item()) and bool(with_grad) and not frozen_grad,
                         f"gradients reach {len(with_grad)} of {len(trainable)} trainable tensors; frozen tensors with gradients: {len(frozen_grad)}"))
-    model.zero_grad(set_to_none=True)
-
-    optimizer = build_optimizer(parameter_groups(model, built.head_name, config.optim), replace(config.optim, weight_decay=0.0))
-    accuracy = 0.0
-    for step in range(1, steps + 1):
-        set_train_mode(model, bn_train=config.model.bn_train)
-        for batch in fixed:
-            optimizer.zero_grad(set_to_none=True)
-            with precision.autocast():
-                batch_loss = criterion(model(batch.images.to(device)).float(), batch.labels.to(device))
-            batch_loss.backward()
-            optimizer.step()
-        if step % 10 == 0 or step == steps:
-            accuracy = _accuracy(model, fixed, device, precision)
-            if accuracy >= OVERFIT_TARGET:
-                break
-    count = sum(len(b.labels) for b in fixed)
-    checks.append(Check("over-fit a tiny subset", accuracy >= OVERFIT_TARGET,
-                        f"{accuracy:.1%} training accuracy on {count} images after {step} passes (needs {OVERFIT_TARGET:.0%})"))
+    trainer.optimizer.zero_grad(set_to_none=True)
+    checks.append(_overfit(prepared, fixed, steps))
     return SanityReport(checks)
 
 
+def _overfit(prepared: Prepared, fixed: list[tuple[torch.Tensor, torch.Tensor]], steps: int) -> Check:
+    trainer = prepared.trainer
+    accuracy, step = 0.0, 0
+    for step in range(1, steps + 1):
+        set_train_mode(trainer.model, bn_train=trainer.bn_train, keep_norm_statistics=trainer.keep_norm_statistics)
+        for images, labels in fixed:
+            train_step(trainer.model, images, labels, trainer.criterion, trainer.scaler, precision=prepared.precision)
+            optimizer_step(trainer.model, trainer.optimizer, trainer.scaler)
+        if step % 10 == 0 or step == steps:
+            accuracy = _accuracy(trainer.model, fixed, prepared.precision)
+            if accuracy >= OVERFIT_TARGET:
+                break
+    count = sum(len(labels) for _, labels in fixed)
+    return Check("over-fit a tiny subset", accuracy >= OVERFIT_TARGET,
+                 f"{accuracy:.1%} training accuracy on {count} images after {step} passes (needs {OVERFIT_TARGET:.0%})")
+
+
 @torch.no_grad()
-def _accuracy(model, batches, device, precision) -> float:
+def _accuracy(model, batches, precision) -> float:
     model.eval()
     correct = total = 0
-    for batch in batches:
+    for images, labels in batches:
         with precision.autocast():
-            predicted = model(batch.images.to(device)).argmax(1).cpu()
-        correct += int((predicted == batch.labels).sum())
-        total += len(batch.labels)
+            correct += int((model(images).argmax(1) == labels).sum())
+        total += len(labels)
     return correct / total
 
 
@@ -148,30 +146,23 @@ def lr_find(
 
     Suggests the rate where the smoothed loss falls fastest, for the current freeze state.
     """
-    from tlcli.report.plots import plot_lr_find
+    from tlcli.plots import plot_lr_find
 
     if not 0 < start_lr < end_lr:
-        raise DataError(f"need 0 < --start-lr < --end-lr, got {start_lr} and {end_lr}")
-    seed_everything(config.run.seed)
-    device = resolve_device(config.run.device)
-    precision = resolve_precision(config.run.amp, device)
-    data = load_data(config.data)
-    built = build_model(config.model, num_classes=data.num_classes)
-    model = built.model.to(device)
-    loader = make_loader(TransformedImages(data.splits["train"], build_transform(built.preprocess, config.augment), draft_size=built.preprocess.resize_size),
-                         batch_size=config.run.batch_size, shuffle=True, workers=0, seed=config.run.seed)
-    optim = replace(config.optim, lr=start_lr)
-    optimizer = build_optimizer(parameter_groups(model, built.head_name, optim), optim)
-    # Each group keeps its ratio to the head's rate (--backbone-lr-mult) as the rate sweeps.
+        raise DataError(f"need 0 < start lr < end lr, got {start_lr} and {end_lr}")
+    config = replace(config, optim=replace(config.optim, head_fit="epochs", lr=start_lr))
+    prepared = prepare(config)
+    trainer, data, built = prepared.trainer, prepared.data, prepared.built
+    optimizer = trainer.optimizer
+    # Each group keeps its ratio to the head's rate (the backbone multiplier) as the rate sweeps.
     ratios = [group["lr"] / start_lr for group in optimizer.param_groups]
     factor = (end_lr / start_lr) ** (1 / max(1, iterations - 1))
-    criterion = nn.CrossEntropyLoss()
     lrs, losses = [], []
     smoothed, best, beta = 0.0, math.inf, 0.98
     step = 0
     while step < iterations:
         steps_before = step
-        for batch in loader:
+        for batch in trainer.train_loader:
             if step >= iterations:
                 break
             if not len(batch.labels):
@@ -179,12 +170,13 @@ def lr_find(
             lr = start_lr * factor**step
             for group, ratio in zip(optimizer.param_groups, ratios):
                 group["lr"] = lr * ratio
-            set_train_mode(model, bn_train=config.model.bn_train)
-            optimizer.zero_grad(set_to_none=True)
-            with precision.autocast():
-                loss = criterion(model(batch.images.to(device)).float(), batch.labels.to(device))
-            loss.backward()
-            optimizer.step()
+            set_train_mode(trainer.model, bn_train=trainer.bn_train, keep_norm_statistics=trainer.keep_norm_statistics)
+            images, labels = batch_to_device(batch, prepared.device, trainer.channels_last)
+            try:
+                loss, _ = train_step(trainer.model, images, labels, trainer.criterion, trainer.scaler, precision=prepared.precision)
+            except TlcliError:  # a non-finite loss: the range has diverged
+                loss = torch.tensor(math.inf)
+            optimizer_step(trainer.model, optimizer, trainer.scaler)
             step += 1
             smoothed = beta * smoothed + (1 - beta) * loss.item()
             value = smoothed / (1 - beta**step)
@@ -198,14 +190,8 @@ def lr_find(
             raise DataError("no training image could be read for the range test; run 'tlcli data check'")
     notes = []
     if len(losses) < 5:
-        raise DataError("the loss diverged at once; lower --start-lr")
-    # Steepest descent of the smoothed loss against log(lr), between the noisy start and the
-    # lowest loss: past the minimum the loss is diverging, whatever its local slope.
-    start = max(1, len(losses) // 10)
-    lowest = min(range(len(losses)), key=losses.__getitem__)
-    candidates = range(start, min(lowest, len(losses) - 1))
-    slopes = {i: (losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1])) for i in candidates}
-    suggested = lrs[min(slopes, key=slopes.__getitem__)] if slopes else lrs[lowest] / 10
+        raise DataError("the loss diverged at once; lower the start lr")
+    suggested = _steepest_descent(lrs, losses)
     if len(losses) < iterations:
         notes.append(f"stopped after {len(losses)} of {iterations} steps: the loss diverged")
     finding = LrFinding(suggested, lrs, losses, notes=notes)
@@ -213,3 +199,13 @@ def lr_find(
         out.parent.mkdir(parents=True, exist_ok=True)
         finding.plot = str(plot_lr_find(lrs, losses, suggested, out, title=f"{config.model.arch} on {data.source}, freeze {built.freeze_policy}"))
     return finding
+
+
+def _steepest_descent(lrs: list[float], losses: list[float]) -> float:
+    """Where the smoothed loss falls fastest against log(lr), between the noisy start and the
+    lowest loss: past the minimum the loss is diverging, whatever its local slope."""
+    start = max(1, len(losses) // 10)
+    lowest = min(range(len(losses)), key=losses.__getitem__)
+    candidates = range(start, min(lowest, len(losses) - 1))
+    slopes = {i: (losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1])) for i in candidates}
+    return lrs[min(slopes, key=slopes.__getitem__)] if slopes else lrs[lowest] / 10

@@ -23,3 +23,7 @@ class WeightsError(TlcliError):
 
 class CheckpointError(TlcliError):
     """A checkpoint is missing, truncated, of an unknown version or unsafe to load."""
+
+
+class ConfigError(TlcliError):
+    """A configuration value outside its allowed choices or range (a usage error: exit 2)."""

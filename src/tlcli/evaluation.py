@@ -22,7 +22,7 @@ from tlcli.engine.device import default_workers, resolve_device, resolve_precisi
 from tlcli.engine.loop import evaluate
 from tlcli.errors import DataError, TlcliError
 from tlcli.metrics import ClassificationMetrics, classification_metrics, fit_verdict
-from tlcli.report.plots import plot_confusion
+from tlcli.plots import plot_confusion
 from tlcli.runs import resolve_checkpoint
 
 
@@ -109,7 +109,7 @@ def evaluate_checkpoint(
     out: str | None = None,
 ) -> EvaluationResult:
     if split not in SPLITS:
-        raise TlcliError(f"unknown --split '{split}'; choose one of {', '.join(SPLITS)}")
+        raise TlcliError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
     path = resolve_checkpoint(spec)
     checkpoint = load_checkpoint(path)
     config = TrainConfig.from_dict(checkpoint["config"])
@@ -122,7 +122,7 @@ def evaluate_checkpoint(
         notes.append(f"the {split} files differ from those at training time: the data changed since")
     images = dataset.splits[split]
     if not len(images):
-        raise DataError(f"the {split} split of {dataset.source} has no images; choose another --split")
+        raise DataError(f"the {split} split of {dataset.source} has no images; choose another split")
     classes = checkpoint["classes"]
     built = model_from_checkpoint(checkpoint)
     torch_device = resolve_device(device)

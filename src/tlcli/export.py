@@ -106,7 +106,7 @@ def export_checkpoint(
     from tlcli.runs import resolve_checkpoint
 
     if format not in FORMATS:
-        raise TlcliError(f"unknown --format '{format}'; choose one of {', '.join(FORMATS)}")
+        raise TlcliError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
     path = resolve_checkpoint(spec)
     checkpoint = load_checkpoint(path)
     built = model_from_checkpoint(checkpoint)

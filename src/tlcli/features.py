@@ -28,7 +28,6 @@ from tlcli.models.freeze import set_train_mode
 from tlcli.models.heads import preceding_dropout
 from tlcli.models.weights import safe_torch_load
 
-FEATURE_CACHE_CHOICES = ("auto", "on", "off")
 # Modules that behave differently in training; none may train before the head for the cache to be exact.
 _STOCHASTIC_NAMES = ("Dropout", "DropPath", "DropBlock", "StochasticDepth")
 

@@ -23,11 +23,10 @@ from tlcli.data.imagesets import ImageSet
 from tlcli.data.loading import TransformedImages, make_loader
 from tlcli.data.transforms import build_augment, build_transform
 from tlcli.engine.device import Precision, default_workers
-from tlcli.engine.host import available_cores
+from tlcli.host import available_cores
 from tlcli.engine.probe import LinearProbe, ProbeChoice, choose_weight_decay, make_lbfgs
 from tlcli.errors import TlcliError
 from tlcli.features import (
-    FEATURE_CACHE_CHOICES,
     FeatureHead,
     Features,
     FeatureSet,
@@ -124,16 +123,23 @@ def _features(
     return features, "in memory"
 
 
+def _both_features(extractor: nn.Module, train_set: Dataset, val_set: Dataset, data: ImageData, *, views: int, augmenting: bool,
+                   common: dict) -> tuple[Features, Features | None, str]:
+    train_features, where = _features(extractor, train_set, data.splits["train"], views=views, augmenting=augmenting,
+                                      what="caching train features", **common)
+    val_features = (_features(extractor, val_set, data.splits["val"], views=1, augmenting=False, what="caching val features", **common)[0]
+                    if len(val_set) else None)
+    return train_features, val_features, where
+
+
 def build_inputs(
     data: ImageData, built: BuiltModel, model: nn.Module, config: TrainConfig, *, device: torch.device,
     precision: Precision, channels_last: bool, observer,
 ) -> TrainingInputs:
     """The loop's model and loaders for ``model`` (``built.model`` on its device)."""
     run = config.run
-    if run.cache_features not in FEATURE_CACHE_CHOICES:
-        raise TlcliError(f"unknown --cache-features '{run.cache_features}'; choose one of {', '.join(FEATURE_CACHE_CHOICES)}")
     if run.feature_views < 1:
-        raise TlcliError(f"--feature-views must be at least 1, got {run.feature_views}")
+        raise TlcliError(f"feature views must be at least 1, got {run.feature_views}")
     workers = default_workers() if run.workers is None else run.workers
     loader_options = dict(batch_size=run.batch_size, workers=workers, seed=run.seed, pin_memory=device.type == "cuda", persistent=not run.deterministic)
     augment = build_augment(config.augment, built.preprocess.channels)
@@ -145,7 +151,7 @@ def build_inputs(
             head = feature_head(model, built.head_name, bn_train=config.model.bn_train)
         except NotCacheable as exc:
             if run.cache_features == "on":
-                raise TlcliError(f"--cache-features on: {exc}") from None
+                raise TlcliError(f"features cannot be cached: {exc}") from None
             why_not = str(exc)
     # On a GPU, augmentation runs there on whole batches, unless it feeds the feature cache.
     augment_on_device = augment is not None and device.type == "cuda" and head is None
@@ -165,16 +171,11 @@ def build_inputs(
             common = dict(config=config, built=built, device=device, precision=precision, channels_last=channels_last, workers=workers,
                           observer=observer, head=head,
                           backbone=backbone_digest(built.model, built.head_name) if run.cache_dir else None)
-            extractor = inference_copy(network)
-            train_features, where = _features(extractor, train_set, data.splits["train"], views=views, augmenting=augment is not None,
-                                              what="caching train features", **common)
-            val_features = (
-                _features(extractor, val_set, data.splits["val"], views=1, augmenting=False, what="caching val features", **common)[0]
-                if len(val_set) else None
-            )
+            train_features, val_features, where = _both_features(inference_copy(network), train_set, val_set, data, views=views,
+                                                                 augmenting=augment is not None, common=common)
         except NotCacheable as exc:
             if run.cache_features == "on":
-                raise TlcliError(f"--cache-features on: {exc}") from None
+                raise TlcliError(f"features cannot be cached: {exc}") from None
             head, why_not = None, str(exc)
         else:
             paths["features"] = f"cached, {views} view{'s' if views > 1 else ''} per image, {where}"
@@ -190,7 +191,6 @@ def build_inputs(
     return TrainingInputs(network, train_loader, val_loader, channels_last, paths)
 
 
-
 def linear_probe(
     inputs: TrainingInputs, config: TrainConfig, criterion: nn.Module, device: torch.device, *, resumed: dict | None = None,
 ) -> tuple[LinearProbe, ProbeChoice] | None:
@@ -201,7 +201,7 @@ def linear_probe(
     if config.optim.head_fit == "epochs" or (config.optim.head_fit == "auto" and not isinstance(head, nn.Linear)):
         return None
     if not isinstance(head, nn.Linear):
-        raise TlcliError(f"--head-fit probe needs cached features and a linear head; features here are {inputs.paths['features']}")
+        raise TlcliError(f"the linear probe needs cached features and a linear head; features here are {inputs.paths['features']}")
     train = tuple(t.to(device) for t in inputs.train_loader.dataset.matrix())
     val = tuple(t.to(device) for t in inputs.val_loader.dataset.matrix()) if inputs.val_loader is not None else None
     if resumed:

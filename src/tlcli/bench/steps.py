@@ -15,73 +15,53 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from tlcli.bench.reference import minimal_step, timed_steps
-from tlcli.engine.host import allocator_tuning, cap_threads
-from tlcli.engine.observer import Observer
+from tlcli.host import allocator_tuning, cap_threads
 
 
-def _setup(args, *, freeze: str, augment):
-    import torch
+def _prepared(args, *, freeze: str, augment=None, cache_images: str = "off"):
+    """What ``tlcli train`` builds for these settings (``tlcli.prepare``), on the CPU in fp32."""
+    from tlcli.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+    from tlcli.prepare import prepare
 
-    from tlcli.config import AugmentConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tlcli.engine.device import resolve_precision, seed_everything
-    from tlcli.engine.optim import build_criterion, build_optimizer, parameter_groups
-    from tlcli.models.registry import build_model
-
-    seed_everything(args.seed)
     config = TrainConfig(
-        data=DataConfig(source=args.data or "digits"),
+        data=DataConfig(source=args.data or "digits", val_split=0.0, test_split=0.0, seed=args.seed),
         model=ModelConfig(arch=args.arch, weights="none", freeze=freeze, input_size=args.size),
         augment=augment or AugmentConfig(),
-        run=RunConfig(batch_size=args.batch_size, cache_features="off", cache_images="memory", workers=0),
+        optim=OptimConfig(head_fit="epochs"),
+        run=RunConfig(batch_size=args.batch_size, device="cpu", amp="off", channels_last=True, seed=args.seed,
+                      cache_features="off", cache_images=cache_images, workers=0),
     )
-    built = build_model(config.model, num_classes=10)
-    model = built.model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(parameter_groups(model, built.head_name, config.optim), config.optim)
-    precision = resolve_precision("off", torch.device("cpu"))
-    return config, built, model, optimizer, build_criterion(config.optim, [0], 10), precision
+    return prepare(config)
 
 
-def _epoch(model, batches, criterion, optimizer, precision):
+def _epoch(prepared, batches):
     import torch
 
     from tlcli.engine.loop import train_one_epoch
 
-    scaler = precision.scaler()
-    return train_one_epoch(
-        model, batches, criterion, optimizer, scaler, device=torch.device("cpu"), precision=precision,
-        channels_last=True,
-    )
+    t = prepared.trainer
+    return train_one_epoch(t.model, batches, t.criterion, t.optimizer, t.scaler, device=torch.device("cpu"),
+                           precision=prepared.precision, channels_last=True)
 
 
 def pipeline(args) -> dict:
     """Seconds per epoch through the real cached pipeline and through the same batches in memory."""
-    allocator_tuning()
-    cap_threads()
-    import torch
-
     from tlcli.config import AugmentConfig
-    from tlcli.data.sources import load_data
-    from tlcli.pipeline import build_inputs
 
-    config, built, model, optimizer, criterion, precision = _setup(args, freeze="backbone", augment=AugmentConfig(hflip=True))
-    data = load_data(replace(config.data, val_split=0.0, test_split=0.0))
-    inputs = build_inputs(
-        data, built, model, config, device=torch.device("cpu"), precision=precision, channels_last=True, observer=Observer(),
-    )
-    loader = inputs.train_loader
+    prepared = _prepared(args, freeze="backbone", augment=AugmentConfig(hflip=True), cache_images="memory")
+    loader = prepared.trainer.train_loader
     in_memory = list(loader)
     timings: dict[str, list[float]] = {"pipeline": [], "memory": []}
     for _ in range(args.repeats):
         for name, batches in (("pipeline", loader), ("memory", in_memory)):
             started = time.perf_counter()
-            _epoch(inputs.model, batches, criterion, optimizer, precision)
+            _epoch(prepared, batches)
             timings[name].append(time.perf_counter() - started)
     # The first round warms the allocator and the caches up; the best of the rest is the floor.
     best = {name: min(values[1:] or values) for name, values in timings.items()}
-    return {"pipeline_seconds": best["pipeline"], "memory_seconds": best["memory"], "images": len(data.splits["train"])}
+    return {"pipeline_seconds": best["pipeline"], "memory_seconds": best["memory"], "images": len(prepared.data.splits["train"])}
 
 
 def _our_step(args) -> Callable[[], object]:
@@ -90,14 +70,12 @@ def _our_step(args) -> Callable[[], object]:
     import torch
 
     from tlcli.data.loading import Batch
-    from tlcli.models.inputs import UInt8Input
 
-    _, built, model, optimizer, criterion, precision = _setup(args, freeze="none", augment=None)
-    network = UInt8Input(model, built.preprocess)
+    prepared = _prepared(args, freeze="none")
     generator = torch.Generator().manual_seed(args.seed)
     pixels = torch.randint(0, 256, (args.batch_size, 3, args.size, args.size), dtype=torch.uint8, generator=generator)
     batch = Batch(pixels, torch.arange(args.batch_size) % 10, torch.arange(args.batch_size), [])
-    return lambda: _epoch(network, [batch], criterion, optimizer, precision)
+    return lambda: _epoch(prepared, [batch])
 
 
 def step(args) -> dict:

@@ -16,7 +16,7 @@ import typer
 
 from tlcli import __version__
 from tlcli.cli import output
-from tlcli.errors import TlcliError
+from tlcli.errors import ConfigError, TlcliError
 
 EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure (one 'Error:' line on stderr), 2 usage error."
 
@@ -57,8 +57,8 @@ def _register() -> None:
     app.command("serve", epilog="Exit codes: 0 stopped, 1 the model could not be loaded or the port is taken, 2 usage error.")(serve.serve)
     app.command("compare", epilog=compare.EPILOG)(compare.compare)
     app.command("report", epilog=EXIT_CODES_HELP)(report.report)
-    app.command("sanity", context_settings=diagnose.TRAIN_OPTIONS, epilog=f"{diagnose.TRAIN_OPTIONS_HELP} Exit codes: 0 all checks pass, 1 a check failed or a runtime failure, 2 usage error.")(diagnose.sanity)
-    app.command("lr-find", context_settings=diagnose.TRAIN_OPTIONS, epilog=f"{diagnose.TRAIN_OPTIONS_HELP} {EXIT_CODES_HELP}")(diagnose.lr_find)
+    app.command("sanity", epilog="Exit codes: 0 all checks pass, 1 a check failed or a runtime failure, 2 usage error.")(diagnose.sanity)
+    app.command("lr-find", epilog=EXIT_CODES_HELP)(diagnose.lr_find)
     app.command("predict", epilog="Exit codes: 0 all predicted, 1 a failure or any unreadable image, 2 usage error.")(predict.predict)
     app.command("summary", epilog=EXIT_CODES_HELP)(summary.summary)
     app.command("models", epilog=EXIT_CODES_HELP)(models.models)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if _debug:
             traceback.print_exc()
         output.error(str(exc))
-        return 1
+        return 2 if isinstance(exc, ConfigError) else 1
     except typer.TyperException as exc:  # Typer's own click: usage errors and bad values
         exc.show()
         return exc.exit_code

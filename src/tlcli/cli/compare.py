@@ -55,15 +55,12 @@ def _study_file(path: Path) -> tuple[str, int, list[tuple[str, str]]]:
 
 def train_config(arguments: list[str]):
     """A TrainConfig from 'tlcli train' options given as a list of arguments."""
-    from tlcli.cli import app
-    from tlcli.cli.train import config_from_params
+    from tlcli.cli.train_options import parse_train_options
 
     forbidden = {"--out", "-o", "--resume", "--overwrite", "--json"} & set(arguments)
     if forbidden:
         raise TlcliError(f"{', '.join(sorted(forbidden))} cannot be set per run: the study decides where runs go")
-    command = typer.main.get_command(app).commands["train"]
-    context = command.make_context("train", list(arguments))
-    return config_from_params(context.params)
+    return parse_train_options(arguments)
 
 
 def compare(

@@ -10,19 +10,13 @@ import typer
 from rich.table import Table
 
 from tlcli.cli import options, output
-
-TRAIN_OPTIONS = {"allow_extra_args": True, "ignore_unknown_options": True}
-TRAIN_OPTIONS_HELP = "Also takes every 'tlcli train' option (--data, --arch, --freeze, --lr, ...)."
-
-
-def _config(ctx: typer.Context):
-    from tlcli.cli.compare import train_config
-
-    return train_config(ctx.args)
+from tlcli.cli.train_options import with_train_options
+from tlcli.config import TrainConfig
 
 
+@with_train_options
 def sanity(
-    ctx: typer.Context,
+    config: TrainConfig,
     batches: Annotated[int, typer.Option("--batches", min=1, help="Size of the tiny subset to over-fit, in batches.")] = 2,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Passes over the tiny subset at most.")] = 150,
     as_json: options.JsonOption = False,
@@ -32,7 +26,7 @@ def sanity(
     """
     from tlcli.diagnostics import run_sanity
 
-    report = run_sanity(_config(ctx), batches=batches, steps=steps)
+    report = run_sanity(config, batches=batches, steps=steps)
     if as_json:
         output.print_json(report.to_dict())
     else:
@@ -45,8 +39,9 @@ def sanity(
     return 0 if report.passed else 1
 
 
+@with_train_options
 def lr_find(
-    ctx: typer.Context,
+    config: TrainConfig,
     start_lr: Annotated[float, typer.Option("--start-lr", help="Lowest learning rate tried.")] = 1e-7,
     end_lr: Annotated[float, typer.Option("--end-lr", help="Highest learning rate tried.")] = 10.0,
     iterations: Annotated[int, typer.Option("--iterations", min=5, help="Batches in the sweep.")] = 100,
@@ -59,7 +54,6 @@ def lr_find(
     from tlcli.diagnostics import lr_find as find
     from tlcli.runs import checkpoints_root
 
-    config = _config(ctx)
     target = plot or checkpoints_root() / f"lr-find-{config.model.arch.replace(':', '_')}-{datetime.now():%Y%m%d-%H%M%S}.png"
     finding = find(config, start_lr=start_lr, end_lr=end_lr, iterations=iterations, out=target)
     for note in finding.notes:

@@ -30,7 +30,8 @@ def summary(
     With a checkpoint (or bare, when a run exists) it shows the model as saved.
     """
     from tlcli.errors import CheckpointError
-    from tlcli.models.summary import summarize_architecture, summarize_checkpoint
+    from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
+    from tlcli.models.summary import summarize_architecture, summarize_built
     from tlcli.runs import resolve_checkpoint
 
     path = None
@@ -43,7 +44,8 @@ def summary(
             output.info(f"no run in checkpoints/ yet: showing {DEFAULT_ARCH} with its ImageNet head")
     if path is not None:
         output.info(f"showing the model saved in {path}")
-        built, table = summarize_checkpoint(path, depth=depth)
+        built = model_from_checkpoint(load_checkpoint(path))
+        table = summarize_built(built, depth)
     else:
         config = options.model_config(arch or DEFAULT_ARCH, num_classes, weights, dropout, hidden, freeze, bn_train, input_size)
         built, table = summarize_architecture(config, depth=depth)

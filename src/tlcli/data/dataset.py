@@ -100,13 +100,13 @@ def too_many_bad(bad: int, usable: int, max_bad: float) -> bool:
 def apply_fold(data: ImageData, *, folds: int, fold: int, seed: int) -> ImageData:
     """Pool train and val, deal them into ``folds`` stratified folds, and validate on ``fold``."""
     if folds < 2:
-        raise DataError(f"--folds must be at least 2, got {folds}")
+        raise DataError(f"cross-validation needs at least 2 folds, got {folds}")
     if not 0 <= fold < folds:
         raise DataError(f"fold {fold} does not exist in {folds} folds")
     pool = data.splits["train"].concat(data.splits["val"]) if len(data.splits["val"]) else data.splits["train"]
     smallest = min(Counter(pool.labels).values())
     if smallest < folds:
-        raise DataError(f"--folds {folds} needs at least {folds} train+val images in every class; the smallest class has {smallest}")
+        raise DataError(f"{folds}-fold cross-validation needs at least {folds} train+val images in every class; the smallest class has {smallest}")
     assignment = stratified_folds([pool.key(i) for i in range(len(pool))], pool.labels, folds=folds, seed=seed)
     data.splits["train"] = pool.subset([i for i, f in enumerate(assignment) if f != fold])
     data.splits["val"] = pool.subset([i for i, f in enumerate(assignment) if f == fold])

@@ -20,15 +20,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tlcli.config import IMAGE_CACHE_CHOICES
 from tlcli.cache import cache_key
-from tlcli.checkpoint import write_file_atomically
+from tlcli.files import write_file_atomically
 from tlcli.data.imagesets import ImageSet
 from tlcli.data.loading import TransformedImages, decoded_batches
 from tlcli.data.transforms import Preprocess, build_transform
-from tlcli.engine.host import available_cores
+from tlcli.host import available_cores
 from tlcli.errors import TlcliError
 
-IMAGE_CACHE_CHOICES = ("auto", "memory", "disk", "off")
 # auto keeps the pixels in memory while they take at most this share of the memory available.
 MEMORY_SHARE = 0.25
 
@@ -61,7 +61,7 @@ def cache_bytes(count: int, preprocess: Preprocess) -> int:
 def choose_image_cache(mode: str, count: int, preprocess: Preprocess) -> str:
     """memory | disk | off for ``mode``; auto: memory when it fits comfortably, else disk."""
     if mode not in IMAGE_CACHE_CHOICES:
-        raise TlcliError(f"unknown --cache-images '{mode}'; choose one of {', '.join(IMAGE_CACHE_CHOICES)}")
+        raise TlcliError(f"unknown image cache '{mode}'; choose one of {', '.join(IMAGE_CACHE_CHOICES)}")
     if mode != "auto":
         return mode
     return "memory" if cache_bytes(count, preprocess) <= MEMORY_SHARE * available_memory() else "disk"
@@ -94,7 +94,7 @@ def decode_images(
         failures = _fill(images, preprocess, pixels, workers=workers, progress=progress)
         return DecodedImages(pixels, failures, "memory")
     if cache_dir is None:
-        raise TlcliError("--cache-images disk needs a cache folder (--cache-dir)")
+        raise TlcliError("a disk image cache needs a cache folder")
     key = cache_key("images", preprocess.to_dict(), images.digest())
     target = Path(cache_dir) / f"images-{key}.npy"
     failures_file = target.with_suffix(".json")

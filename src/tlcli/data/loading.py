@@ -8,16 +8,16 @@ and count it, also when the decoding happened in a worker process.
 from __future__ import annotations
 
 from collections.abc import Callable
+import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from tlcli.data.images import BadImageError
 from tlcli.data.imagesets import ImageSet
-from tlcli.engine.device import seed_worker
-from tlcli.engine.distributed import make_sampler
 
 
 class TransformedImages(Dataset):
@@ -60,6 +60,22 @@ def collate(samples: list) -> Batch:
         torch.tensor([s[2] for s in good], dtype=torch.long),
         skipped,
     )
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader workers: derive python and numpy seeds from the seed torch gave this worker."""
+    worker_seed = torch.initial_seed() % 2**32
+    random.seed(worker_seed)
+    np.random.seed(worker_seed)
+
+
+def make_sampler(dataset: Dataset, *, shuffle: bool, generator: torch.Generator) -> Sampler:
+    """Under torchrun (a process group initialised), each process reads its own shard."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        from torch.utils.data import DistributedSampler
+
+        return DistributedSampler(dataset, shuffle=shuffle, seed=int(generator.initial_seed()))
+    return RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
 
 
 def make_loader(

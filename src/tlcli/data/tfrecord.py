@@ -231,9 +231,9 @@ def _class_names(path: str | None, labels: list[int]) -> list[str]:
     try:
         names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
     except OSError as exc:
-        raise DataError(f"cannot read --class-names {path}: {exc.strerror or exc}") from None
+        raise DataError(f"cannot read the class names file {path}: {exc.strerror or exc}") from None
     if highest >= len(names):
-        raise DataError(f"--class-names {path} lists {len(names)} classes but the records use label {highest}")
+        raise DataError(f"the class names file {path} lists {len(names)} classes but the records use label {highest}")
     return names
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tlcli.config import AugmentConfig
+from tlcli.config import AUTO_AUGMENTS, AugmentConfig
 from tlcli.errors import TlcliError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -156,16 +156,16 @@ def _augmentations(augment: AugmentConfig, channels: int) -> list:
 
 
 def validate_augment(augment: AugmentConfig) -> None:
-    if augment.auto_augment not in AugmentConfig.AUTO_AUGMENT_CHOICES:
+    if augment.auto_augment not in AUTO_AUGMENTS:
         raise TlcliError(
-            f"unknown --auto-augment '{augment.auto_augment}'; choose one of {', '.join(AugmentConfig.AUTO_AUGMENT_CHOICES)}"
+            f"unknown auto augment '{augment.auto_augment}'; choose one of {', '.join(AUTO_AUGMENTS)}"
         )
     for name in ("zoom", "contrast", "color_jitter"):
         value = getattr(augment, name)
         if not 0.0 <= value < 1.0:
-            raise TlcliError(f"--{name.replace('_', '-')} must be at least 0 and below 1, got {value}")
+            raise TlcliError(f"{name.replace('_', ' ')} must be at least 0 and below 1, got {value}")
     if not 0.0 <= augment.rotate <= 180.0:  # also refuses NaN
-        raise TlcliError(f"--rotate is in degrees from 0 to 180, got {augment.rotate}")
+        raise TlcliError(f"rotation is in degrees from 0 to 180, got {augment.rotate}")
 
 
 def build_augment(augment: AugmentConfig, channels: int) -> Callable[[torch.Tensor], torch.Tensor] | None:

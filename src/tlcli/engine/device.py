@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tlcli.engine.host import available_cores
+from tlcli.config import AMP_CHOICES
+from tlcli.host import available_cores
 from tlcli.errors import TlcliError
 
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 
 @dataclass(frozen=True)
@@ -46,23 +46,23 @@ def resolve_device(requested: str) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise TlcliError(f"unknown --device '{requested}'; use auto, cpu, cuda, cuda:N or mps") from None
+        raise TlcliError(f"unknown device '{requested}'; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise TlcliError(f"--device {requested}: CUDA is not available on this machine")
+            raise TlcliError(f"device {requested}: CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise TlcliError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise TlcliError(f"device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise TlcliError("--device mps: Apple's Metal backend is not available on this machine")
+        raise TlcliError("device mps: Apple's Metal backend is not available on this machine")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise TlcliError(f"unsupported --device '{requested}'; use auto, cpu, cuda, cuda:N or mps")
+        raise TlcliError(f"unsupported device '{requested}'; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 
 def resolve_precision(amp: str, device: torch.device) -> Precision:
     """auto: bf16 on CUDA where supported else fp16 with a GradScaler; off on the CPU and MPS."""
     if amp not in AMP_CHOICES:
-        raise TlcliError(f"unknown --amp '{amp}'; choose one of {', '.join(AMP_CHOICES)}")
+        raise TlcliError(f"unknown amp '{amp}'; choose one of {', '.join(AMP_CHOICES)}")
     if amp == "auto":
         if device.type != "cuda":
             amp = "off"
@@ -71,7 +71,7 @@ def resolve_precision(amp: str, device: torch.device) -> Precision:
     if amp == "off":
         return Precision(device.type, None, False)
     if amp == "fp16" and device.type == "cpu":
-        raise TlcliError("--amp fp16 is for GPUs; on the CPU use --amp bf16 or off")
+        raise TlcliError("fp16 mixed precision is for GPUs; on the CPU use bf16 or off")
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return Precision(device.type, dtype, dtype == torch.float16)
 
@@ -86,13 +86,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader workers: derive python and numpy seeds from the seed torch gave this worker."""
-    worker_seed = torch.initial_seed() % 2**32
-    random.seed(worker_seed)
-    np.random.seed(worker_seed)
 
 
 def set_determinism(deterministic: bool) -> None:

@@ -1,8 +1,6 @@
-"""Everything that changes under ``torchrun``, in one place.
-
-Today tlcli runs one process; these three seams are where DistributedDataParallel plugs in:
-the sampler that shards data, the rule that only rank 0 writes files, and the reduction of
-metric sums across processes.
+"""What changes under ``torchrun`` for the engine: the rule that only rank 0 writes files, and
+the reduction of metric sums across processes. (The sampler that gives each process its shard
+lives with the loaders, in ``data.loading.make_sampler``.)
 """
 
 from __future__ import annotations
@@ -10,7 +8,6 @@ from __future__ import annotations
 import os
 
 import torch
-from torch.utils.data import Dataset, RandomSampler, Sampler, SequentialSampler
 
 
 def rank() -> int:
@@ -24,14 +21,6 @@ def is_main_process() -> bool:
 
 def _active() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def make_sampler(dataset: Dataset, *, shuffle: bool, generator: torch.Generator) -> Sampler:
-    if _active():
-        from torch.utils.data import DistributedSampler
-
-        return DistributedSampler(dataset, shuffle=shuffle, seed=int(generator.initial_seed()))
-    return RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
 
 
 def reduce_sums(values: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,30 @@ def batch_to_device(batch, device: torch.device, channels_last: bool):
     return images, batch.labels.to(device, non_blocking=True)
 
 
+def train_step(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, criterion: nn.Module, scaler: torch.amp.GradScaler, *,
+    precision: Precision, accumulate: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, loss and (scaled) backward of one batch; returns the loss and the logits. The
+    optimiser steps in ``optimizer_step``, every ``accumulate`` batches."""
+    with precision.autocast():
+        logits = model(images)
+        loss = criterion(logits, labels)
+    if not torch.isfinite(loss):
+        raise TlcliError(f"the loss became {loss.item()}; lower the learning rate or clip gradients")
+    scaler.scale(loss / accumulate).backward()
+    return loss.detach(), logits.detach()
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, *, grad_clip: float = 0.0) -> None:
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -71,21 +95,11 @@ def train_one_epoch(
         skipped += batch.skipped
         if len(batch.labels):
             images, labels = batch_to_device(batch, device, channels_last)
-            with precision.autocast():
-                logits = model(images)
-                loss = criterion(logits, labels)
-            if not torch.isfinite(loss):
-                raise TlcliError(f"the loss became {loss.item()} at batch {step}; lower --lr or use --grad-clip")
-            scaler.scale(loss / accumulate).backward()
+            loss, logits = train_step(model, images, labels, criterion, scaler, precision=precision, accumulate=accumulate)
             count = len(labels)
             sums += torch.tensor([loss.item() * count, (logits.argmax(1) == labels).sum().item(), count], dtype=torch.float64)
         if step % accumulate == 0 or step == batches:
-            if grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scaler, grad_clip=grad_clip)
             if batch_scheduler is not None:
                 batch_scheduler.step()
         seen = max(sums[2].item(), 1.0)
@@ -224,18 +238,7 @@ def fit(
             observer.warning(f"skipped unreadable image {skipped}")
         progress.epoch = epoch
         progress.step += math.ceil(len(t.train_loader) / t.accumulate)
-        row = {
-            "phase": t.phase,
-            "epoch": epoch_offset + epoch,
-            "train_loss": trained.loss,
-            "train_acc": trained.accuracy,
-            "val_loss": validated.loss if validated else math.nan,
-            "val_acc": validated.accuracy if validated else math.nan,
-            "lr": lr,
-            "seconds": trained.seconds + (validated.seconds if validated else 0.0),
-            "images_per_s": trained.images / trained.seconds if trained.seconds else 0.0,
-            "method": t.method,
-        }
+        row = _history_row(t, epoch_offset + epoch, trained, validated, lr)
         history.append(row)
         monitored = row[t.monitor] if validated else row["train_loss"]
         is_best = progress.improved(monitored, t.monitor if validated else "train_loss")
@@ -253,3 +256,18 @@ def fit(
         save(progress, history, is_best)
         observer.epoch_end(row)
     return progress
+
+
+def _history_row(trainer: Trainer, epoch: int, trained: Pass, validated: Pass | None, lr: float) -> dict:
+    return {
+        "phase": trainer.phase,
+        "epoch": epoch,
+        "train_loss": trained.loss,
+        "train_acc": trained.accuracy,
+        "val_loss": validated.loss if validated else math.nan,
+        "val_acc": validated.accuracy if validated else math.nan,
+        "lr": lr,
+        "seconds": trained.seconds + (validated.seconds if validated else 0.0),
+        "images_per_s": trained.images / trained.seconds if trained.seconds else 0.0,
+        "method": trainer.method,
+    }

@@ -22,9 +22,9 @@ def parameter_groups(model: nn.Module, head_name: str, config: OptimConfig) -> l
         if parameter.requires_grad:
             (head if name == head_name or name.startswith(head_name + ".") else backbone).append(parameter)
     if not head and not backbone:
-        raise TlcliError("every parameter is frozen: nothing to train (check --freeze / --unfreeze)")
+        raise TlcliError("every parameter is frozen: nothing to train (check the freeze policy)")
     if config.lr is not None and config.lr <= 0:
-        raise TlcliError(f"--lr must be positive, got {config.lr}")
+        raise TlcliError(f"the learning rate must be positive, got {config.lr}")
     lr = config.lr if config.lr is not None else DEFAULT_LR if backbone else HEAD_ONLY_LR
     groups = [{"params": head, "lr": lr, "name": "head"}]
     if backbone:
@@ -35,7 +35,7 @@ def parameter_groups(model: nn.Module, head_name: str, config: OptimConfig) -> l
 def build_optimizer(groups: list[dict], config: OptimConfig, *, fused: bool = False) -> torch.optim.Optimizer:
     """For ``groups`` from ``parameter_groups``, each with its own learning rate."""
     if config.optimizer not in OPTIMIZERS:
-        raise TlcliError(f"unknown --optimizer '{config.optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
+        raise TlcliError(f"unknown optimizer '{config.optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
     common = {"lr": groups[0]["lr"], "weight_decay": config.weight_decay}
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=config.momentum, nesterov=config.nesterov, **common)
@@ -53,7 +53,7 @@ def build_scheduler(
     ``maximize``: the monitored value is an accuracy (plateau then waits for it to stop rising).
     """
     if config.schedule not in SCHEDULES:
-        raise TlcliError(f"unknown --schedule '{config.schedule}'; choose one of {', '.join(SCHEDULES)}")
+        raise TlcliError(f"unknown schedule '{config.schedule}'; choose one of {', '.join(SCHEDULES)}")
     if config.schedule == "none":
         return None, False
     if config.schedule == "cosine":
@@ -89,7 +89,7 @@ def balanced_class_weights(labels: Sequence[int], num_classes: int) -> torch.Ten
 
 def build_criterion(config: OptimConfig, train_labels: Sequence[int], num_classes: int) -> nn.CrossEntropyLoss:
     if config.class_weights not in ("none", "balanced"):
-        raise TlcliError(f"unknown --class-weights '{config.class_weights}'; choose none or balanced")
+        raise TlcliError(f"unknown class weights '{config.class_weights}'; choose none or balanced")
     weight = balanced_class_weights(train_labels, num_classes) if config.class_weights == "balanced" else None
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
 

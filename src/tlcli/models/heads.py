@@ -53,7 +53,7 @@ def replace_head(model: nn.Module, head_name: str, num_classes: int, dropout: fl
     adding a Dropout layer when the architecture has none.
     """
     if num_classes < 2:
-        raise ModelError(f"--num-classes must be at least 2, got {num_classes}")
+        raise ModelError(f"the number of classes must be at least 2, got {num_classes}")
     parent, attr = _parent(model, head_name)
     old = getattr(parent, attr)
     if isinstance(old, nn.Linear):

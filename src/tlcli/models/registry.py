@@ -177,7 +177,7 @@ def _base_network(config: ModelConfig, source: str, weights: str, load_weights: 
     imagenet = weights.lower() == "imagenet"
     if source == "tlcli":
         if imagenet:
-            raise ModelError(f"{config.arch} is trained from scratch and has no pretrained weights; use --weights none")
+            raise ModelError(f"{config.arch} is trained from scratch and has no pretrained weights; train it with weights none")
         preset = BASELINE_PRESETS[config.arch]
         if config.input_size:
             preset = preset.resized(config.input_size)
@@ -188,7 +188,7 @@ def _base_network(config: ModelConfig, source: str, weights: str, load_weights: 
             network = SimpleCNN(classes, in_channels=preset.channels, input_size=preset.input_size)
         else:
             if not config.hidden or any(size < 1 for size in config.hidden):
-                raise ModelError(f"--hidden needs positive layer sizes, got {config.hidden}")
+                raise ModelError(f"hidden layer sizes must be positive, got {config.hidden}")
             network = MLP(classes, in_channels=preset.channels, input_size=preset.input_size, hidden=config.hidden)
         return network, preset, "none"
     if source == "torchvision":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -93,17 +92,10 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...], *, depth: int = 3)
 def summarize_architecture(config: ModelConfig, *, depth: int = 3) -> tuple[BuiltModel, ModelSummary]:
     """Build ``config``'s network without reading weights and summarise it at its preset input."""
     built = build_model(config, load_weights=False)
-    return built, _summarize_built(built, depth)
+    return built, summarize_built(built, depth)
 
 
-def summarize_checkpoint(path: Path, *, depth: int = 3) -> tuple[BuiltModel, ModelSummary]:
-    """The model as a checkpoint saved it, with its freeze state in the Trainable column."""
-    from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
-
-    built = model_from_checkpoint(load_checkpoint(path))
-    return built, _summarize_built(built, depth)
-
-
-def _summarize_built(built: BuiltModel, depth: int) -> ModelSummary:
+def summarize_built(built: BuiltModel, depth: int = 3) -> ModelSummary:
+    """``built`` at its preset input (a checkpoint's model shows its freeze state as Trainable)."""
     preprocess = built.preprocess
     return summarize(built.model, (1, preprocess.channels, preprocess.input_size, preprocess.input_size), depth=depth)

@@ -42,9 +42,9 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _run_blocks(run_dir: Path) -> list[Block]:
-    from tlcli.checkpoint import load_checkpoint
+    from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
     from tlcli.evaluation import evaluate_checkpoint
-    from tlcli.models.summary import summarize_checkpoint
+    from tlcli.models.summary import summarize_built
 
     best = run_dir / "best.pt"
     checkpoint = load_checkpoint(best)
@@ -72,7 +72,7 @@ def _run_blocks(run_dir: Path) -> list[Block]:
                       f"{', seed ' + str(data['split']['seed']) if 'seed' in data['split'] else ''}; imbalance ratio (largest / smallest class) {imbalance:.2f}."),
         _table(["split", "images"], [[s, sum(c.values())] for s, c in counts.items()]),
         Block("heading", "Model"),
-        Block("code", summarize_checkpoint(best)[1].table),
+        Block("code", summarize_built(model_from_checkpoint(checkpoint)).table),
         Block("heading", "Configuration"),
         _table(["option", "value"], [[f"{group}.{key}", value] for group in ("data", "model", "augment", "optim", "run")
                                      for key, value in config[group].items()]),

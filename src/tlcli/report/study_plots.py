@@ -11,7 +11,7 @@ from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
-from tlcli.report.plots import pyplot
+from tlcli.plots import pyplot
 
 
 def _first_fold(runs):

@@ -1,0 +1,187 @@
+"""Every ``tlcli train`` option, declared once and composed into each command that trains
+(train, sanity, lr-find; compare reads its --run/--base strings through the same group), in the
+manner of sqlite-utils' option-group decorators. The command receives one ``TrainConfig``,
+built by keyword; values with fixed choices were checked by the options' callbacks, before any
+data is read (exit 2)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Annotated, Optional, get_args, get_origin
+
+import typer
+
+from tlcli.cli import options
+from tlcli.config import (
+    DEFAULT_ARCH,
+    DEFAULT_LR,
+    HEAD_ONLY_LR,
+    AugmentConfig,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+)
+
+_D, _O, _R, _A = DataConfig(), OptimConfig(), RunConfig(), AugmentConfig()
+Lr = Annotated[Optional[float], typer.Option("--lr", min=0.0, help=f"Learning rate [default: {HEAD_ONLY_LR:g} when only the head trains epoch by epoch, else {DEFAULT_LR:g}].", rich_help_panel="Optimisation")]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", "-e", min=1, help=f"Epochs to train [default: {_R.epochs}; with --resume: the run's own].", rich_help_panel="Run")]
+
+# (section of TrainConfig, field, annotation, default); "seed" serves the data split and the run.
+GROUP = (
+    ("data", "source", options.Data, _D.source),
+    ("model", "arch", options.Arch, DEFAULT_ARCH),
+    ("model", "num_classes", options.NumClasses, None),
+    ("model", "weights", options.Weights, None),
+    ("model", "dropout", options.Dropout, None),
+    ("model", "hidden", options.Hidden, "128,64"),
+    ("model", "freeze", options.Freeze, None),
+    ("model", "bn_train", options.BnTrain, False),
+    ("model", "input_size", options.InputSize, None),
+    ("data", "val_split", options.ValSplit, _D.val_split),
+    ("data", "test_split", options.TestSplit, _D.test_split),
+    ("data", "seed", options.Seed, _D.seed),
+    ("data", "max_bad", options.MaxBad, _D.max_bad),
+    ("data", "download", options.Download, False),
+    ("data", "class_names", options.ClassNames, None),
+    ("augment", "hflip", options.HFlip, _A.hflip),
+    ("augment", "rotate", options.Rotate, _A.rotate),
+    ("augment", "zoom", options.Zoom, _A.zoom),
+    ("augment", "contrast", options.Contrast, _A.contrast),
+    ("augment", "color_jitter", options.ColorJitter, _A.color_jitter),
+    ("augment", "auto_augment", options.AutoAugment, _A.auto_augment),
+    ("optim", "optimizer", options.Optimizer, _O.optimizer),
+    ("optim", "lr", Lr, None),
+    ("optim", "weight_decay", options.WeightDecay, _O.weight_decay),
+    ("optim", "momentum", options.Momentum, _O.momentum),
+    ("optim", "nesterov", options.Nesterov, _O.nesterov),
+    ("optim", "schedule", options.Schedule, _O.schedule),
+    ("optim", "warmup_epochs", options.WarmupEpochs, _O.warmup_epochs),
+    ("optim", "step_size", options.StepSize, _O.step_size),
+    ("optim", "gamma", options.Gamma, _O.gamma),
+    ("optim", "label_smoothing", options.LabelSmoothing, _O.label_smoothing),
+    ("optim", "grad_clip", options.GradClip, _O.grad_clip),
+    ("optim", "accumulate", options.Accumulate, _O.accumulate),
+    ("optim", "class_weights", options.ClassWeights, _O.class_weights),
+    ("optim", "head_fit", options.HeadFit, _O.head_fit),
+    ("run", "epochs", Epochs, None),
+    ("run", "batch_size", options.BatchSize, _R.batch_size),
+    ("run", "device", options.Device, _R.device),
+    ("run", "amp", options.Amp, _R.amp),
+    ("run", "channels_last", options.ChannelsLast, None),
+    ("run", "compile", options.Compile, False),
+    ("run", "workers", options.Workers, None),
+    ("run", "deterministic", options.Deterministic, False),
+    ("run", "monitor", options.Monitor, _R.monitor),
+    ("run", "patience", options.Patience, _R.patience),
+    ("run", "out", options.Out, None),
+    ("run", "overwrite", options.Overwrite, False),
+    ("run", "tensorboard", options.Tensorboard, False),
+    ("run", "cache_features", options.CacheFeatures, _R.cache_features),
+    ("run", "feature_views", options.FeatureViews, _R.feature_views),
+    ("run", "cache_images", options.CacheImages, _R.cache_images),
+    ("run", "cache_dir", options.CacheDir, None),
+)
+# The parameter names the command line uses: "data" for the source, the field name otherwise.
+_NAMES = {(section, field): "data" if field == "source" else field for section, field, _, _ in GROUP}
+
+
+def config_from_options(values: dict) -> TrainConfig:
+    """The TrainConfig that the group's parsed values describe."""
+    sections: dict[str, dict] = {"data": {}, "model": {}, "augment": {}, "optim": {}, "run": {}}
+    for section, field, _, _ in GROUP:
+        sections[section][field] = values[_NAMES[section, field]]
+    sections["model"]["hidden"] = options.parse_hidden(sections["model"]["hidden"])
+    sections["run"]["seed"] = sections["data"]["seed"]
+    if sections["run"]["epochs"] is None:
+        sections["run"]["epochs"] = _R.epochs
+    return TrainConfig(
+        data=DataConfig(**sections["data"]), model=ModelConfig(**sections["model"]), augment=AugmentConfig(**sections["augment"]),
+        optim=OptimConfig(**sections["optim"]), run=RunConfig(**sections["run"]),
+    )
+
+
+def with_train_options(command):
+    """Add every train option to ``command``, which receives them as one ``config: TrainConfig``
+    (and, if it has a ``changed`` parameter, the names of the options that differ from their
+    defaults)."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name not in ("config", "changed")]
+    wants_changed = "changed" in inspect.signature(command).parameters
+    group = [inspect.Parameter(_NAMES[section, field], inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+             for section, field, annotation, default in GROUP]
+    defaults = {parameter.name: parameter.default for parameter in group}
+
+    @functools.wraps(command)
+    def wrapper(**values):
+        options = {name: values.pop(name) for name in defaults}
+        if wants_changed:
+            values["changed"] = frozenset(name for name, value in options.items() if value != defaults[name])
+        return command(config=config_from_options(options), **values)
+
+    del wrapper.__wrapped__  # Typer must see the composed signature, not the command's own
+    wrapper.__signature__ = inspect.Signature(group + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own])
+    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+    return wrapper
+
+
+def parse_train_options(arguments: list[str]) -> TrainConfig:
+    """A TrainConfig from train options written as arguments (compare's --run and --base)."""
+    context = typer.main.get_command(_parser).make_context("train options", list(arguments))
+    return config_from_options(context.params)
+
+
+_parser = typer.Typer(add_completion=False)
+
+
+@_parser.command()
+@with_train_options
+def _parse(config: TrainConfig) -> TrainConfig:
+    return config
+
+
+# What finetune may change from phase 1: each option as the group declares it, defaulting to
+# phase 1's value. Flags get a --no- form, so phase 2 can also turn off what phase 1 turned on.
+PHASE1_OVERRIDES = (
+    ("optim", "optimizer"), ("optim", "schedule"), ("optim", "weight_decay"), ("optim", "warmup_epochs"),
+    ("augment", "hflip"), ("augment", "rotate"), ("augment", "zoom"), ("augment", "contrast"), ("augment", "color_jitter"),
+    ("augment", "auto_augment"), ("run", "batch_size"), ("run", "device"), ("run", "amp"), ("run", "patience"),
+    ("run", "workers"), ("run", "cache_images"), ("run", "cache_dir"),
+)
+
+
+def _override(annotation):
+    """The group's option, optional, defaulting to phase 1's value."""
+    kind, info = get_args(annotation)[0], annotation.__metadata__[0]
+    if get_origin(kind) is not None:  # Optional[X]
+        kind = next(arg for arg in get_args(kind) if arg is not type(None))
+    # In Annotated, Typer keeps the first option name where a default would go.
+    decls = [info.default, *info.param_decls] if isinstance(info.default, str) and info.default.startswith("-") else list(info.param_decls)
+    if kind is bool:
+        decls[0] = f"{decls[0]}/--no-{decls[0][2:]}"
+    option = typer.Option(*decls, min=info.min, max=info.max, callback=info.callback, rich_help_panel=info.rich_help_panel,
+                          help=f"{info.help.rstrip('.')} [default: phase 1's].", show_default=False)
+    return Annotated[Optional[kind], option]
+
+
+def with_phase1_overrides(command):
+    """Add PHASE1_OVERRIDES to ``command``, which receives those given as
+    ``overrides={section: {field: value}}``."""
+    declared = {(section, field): annotation for section, field, annotation, _ in GROUP}
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "overrides"]
+    added = [inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, annotation=_override(declared[section, field]), default=None)
+             for section, field in PHASE1_OVERRIDES]
+
+    @functools.wraps(command)
+    def wrapper(**values):
+        overrides: dict[str, dict] = {"optim": {}, "augment": {}, "run": {}}
+        for section, field in PHASE1_OVERRIDES:
+            if (value := values.pop(field)) is not None:
+                overrides[section][field] = value
+        return command(overrides=overrides, **values)
+
+    del wrapper.__wrapped__
+    wrapper.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added)
+    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+    return wrapper
