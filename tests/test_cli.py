@@ -10,6 +10,9 @@ import pytest
 
 from tlcli import __version__
 
+# Bare commands read the latest run: never the user's checkpoints/ (make demo leaves one there).
+pytestmark = pytest.mark.usefixtures("isolated")
+
 COMMANDS = [["summary"], ["models"], ["data"], ["data", "check"]]
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+# Bare commands read the latest run: never the user's checkpoints/ (make demo leaves one there).
+pytestmark = pytest.mark.usefixtures("isolated")
+
 
 def test_pokemon_report_efficientnet_b0_totals(run_cli):
     result = run_cli("summary", "--arch", "efficientnet_b0", "--num-classes", "150", "--freeze", "backbone")

@@ -89,6 +89,7 @@ def test_phase2_keeps_phase1_in_best_pt_when_no_epoch_beats_it(phase1, tmp_path)
     result = finetune(FinetuneConfig(source=str(phase1.run_dir), epochs=1, lr=1e-2, backbone_lr_mult=1.0,
                                      run_overrides=(("out", str(tmp_path / "ft")),)))
     assert result.progress.best_epoch == 0
+    assert result.monitor == "val_acc" and result.start["val_acc"] == result.progress.best_metric  # phase 2's default
     best = load_checkpoint(result.run_dir / "best.pt")
     parent = load_checkpoint(phase1.run_dir / "best.pt")
     assert all((best["state_dict"][k] == parent["state_dict"][k]).all() for k in parent["state_dict"])

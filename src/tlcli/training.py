@@ -93,7 +93,8 @@ def finetune(config: FinetuneConfig, *, observer: Observer | None = None) -> Run
     phase1 = TrainConfig.from_dict(checkpoint["config"])
     optim = replace(phase1.optim, **{"lr": config.lr, "backbone_lr_mult": config.backbone_lr_mult, **dict(config.optim_overrides)})
     # Phase 1's cache_features "on" would refuse the unfrozen backbone of phase 2.
-    run = replace(phase1.run, **{"epochs": config.epochs, "out": None, "overwrite": False, "cache_features": "auto", **dict(config.run_overrides)})
+    run = replace(phase1.run, **{"epochs": config.epochs, "monitor": config.monitor, "out": None, "overwrite": False, "cache_features": "auto",
+                                 **dict(config.run_overrides)})
     train_config = replace(phase1, model=replace(phase1.model, bn_train=config.bn_train), optim=optim, run=run,
                            augment=replace(phase1.augment, **dict(config.augment_overrides)))
     run_dir = Path(run.out) if run.out else source.parent.parent / default_run_name(phase1.data.source, phase1.model.arch, "-ft")

@@ -33,6 +33,9 @@ def _freeze(value: str | None) -> str | None:
         raise typer.BadParameter(str(exc)) from None
 
 
+check_monitor = _choice("run", "monitor")
+
+
 def check_unfreeze(value: str) -> str:
     """finetune's --unfreeze: all, or a freeze policy for what stays frozen."""
     return value if value == "all" else _freeze(value)

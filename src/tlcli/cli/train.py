@@ -95,6 +95,8 @@ def finetune(
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Learning rate of the head (the reports' phase-2 rate).", rich_help_panel="Optimisation")] = FINETUNE_LR,
     backbone_lr_mult: Annotated[float, typer.Option("--backbone-lr-mult", min=0.0, help="Backbone learning rate as a multiple of the head's (a tenth keeps the head's fit while the backbone adapts).", rich_help_panel="Optimisation")] = FINETUNE_BACKBONE_LR_MULT,
     bn_train: options.BnTrain = False,
+    monitor: Annotated[str, typer.Option("--monitor", callback=options.check_monitor, rich_help_panel="Run",
+                                         help="val_acc | val_loss: picks best.pt (after the linear probe the val loss stays flat while accuracy climbs).")] = "val_acc",
     out: options.Out = None,
     overwrite: options.Overwrite = False,
     as_json: options.JsonOption = False,
@@ -119,6 +121,7 @@ def finetune(
         run_overrides=tuple(run.items()),
         augment_overrides=tuple(overrides.get("augment", {}).items()),
         bn_train=bn_train,
+        monitor=monitor,
     )
     result = training.finetune(config, observer=make_observer())
     output.print_json(result.to_dict()) if as_json else _render(result)

