@@ -103,11 +103,25 @@ def config_from_options(values: dict) -> TrainConfig:
     )
 
 
+def _own_parameters(command, *injected: str) -> list[inspect.Parameter]:
+    """``command``'s parameters, keyword-only, without those the decorator passes itself."""
+    return [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in inspect.signature(command, eval_str=True).parameters.values()
+            if p.name not in injected]
+
+
+def _present(wrapper, parameters: list[inspect.Parameter]):
+    """Show Typer ``parameters`` as ``wrapper``'s signature, not the wrapped command's."""
+    del wrapper.__wrapped__
+    wrapper.__signature__ = inspect.Signature(parameters)
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper
+
+
 def with_train_options(command):
     """Add every train option to ``command``, which receives them as one ``config: TrainConfig``
     (and, if it has a ``changed`` parameter, the names of the options that differ from their
     defaults)."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name not in ("config", "changed")]
+    own = _own_parameters(command, "config", "changed")
     wants_changed = "changed" in inspect.signature(command).parameters
     group = [inspect.Parameter(_NAMES[section, field], inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
              for section, field, annotation, default in GROUP]
@@ -120,10 +134,7 @@ def with_train_options(command):
             values["changed"] = frozenset(name for name, value in options.items() if value != defaults[name])
         return command(config=config_from_options(options), **values)
 
-    del wrapper.__wrapped__  # Typer must see the composed signature, not the command's own
-    wrapper.__signature__ = inspect.Signature(group + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own])
-    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
-    return wrapper
+    return _present(wrapper, group + own)
 
 
 def parse_train_options(arguments: list[str]) -> TrainConfig:
@@ -169,7 +180,7 @@ def with_phase1_overrides(command):
     """Add PHASE1_OVERRIDES to ``command``, which receives those given as
     ``overrides={section: {field: value}}``."""
     declared = {(section, field): annotation for section, field, annotation, _ in GROUP}
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "overrides"]
+    own = _own_parameters(command, "overrides")
     added = [inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, annotation=_override(declared[section, field]), default=None)
              for section, field in PHASE1_OVERRIDES]
 
@@ -181,7 +192,4 @@ def with_phase1_overrides(command):
                 overrides[section][field] = value
         return command(overrides=overrides, **values)
 
-    del wrapper.__wrapped__
-    wrapper.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added)
-    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
-    return wrapper
+    return _present(wrapper, own + added)
