@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 
 from tlcli.bench.reference import minimal_step, timed_steps
-from tlcli.host import allocator_tuning, cap_threads
 
 
 def _prepared(args, *, freeze: str, augment=None, cache_images: str = "off"):
@@ -79,9 +78,8 @@ def _our_step(args) -> Callable[[], object]:
 
 
 def step(args) -> dict:
-    """tlcli's step alone in this process, with its process settings: images/s and peak memory growth."""
-    allocator_tuning()
-    cap_threads()
+    """tlcli's step alone in this process, with its process settings (``prepare`` tunes the
+    allocator and threads first, as for ``tlcli train``): images/s and peak memory growth."""
     return timed_steps(_our_step(args), batch_size=args.batch_size, warmup=args.warmup, steps=args.steps)
 
 
@@ -89,9 +87,8 @@ def paired(args) -> dict:
     """tlcli's step and the minimal loop's with the same settings (tlcli's tuned allocator and
     threads, channels-last), each on its own model, alternating in this one process: both sides
     see the same moments of a noisy machine, where separate processes minutes apart differ by
-    more than the 5 % that target 4 allows."""
-    allocator_tuning()
-    cap_threads()
+    more than the 5 % that target 4 allows. ``prepare`` tunes the process before either side
+    is built."""
     ours = _our_step(args)
     theirs = minimal_step(arch=args.arch, batch_size=args.batch_size, size=args.size, seed=args.seed, channels_last=True)
     times: dict[str, list[float]] = {"minimal": [], "tlcli": []}
