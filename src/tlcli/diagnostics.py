@@ -43,10 +43,11 @@ class SanityReport:
         return {"passed": self.passed, "checks": [vars(c) for c in self.checks]}
 
 
-def _for_checks(config: TrainConfig) -> TrainConfig:
+def _sanity_config(config: TrainConfig) -> TrainConfig:
     """What train would build, trained epoch by epoch on images (not cached features, not the
-    linear probe): the checks look at image batches and the optimiser's steps."""
-    return replace(config, optim=replace(config.optim, head_fit="epochs"),
+    linear probe), without augmentation or weight decay: the checks look at image batches and
+    the optimiser's steps, and over-fitting needs the same images every pass."""
+    return replace(config, augment=AugmentConfig(), optim=replace(config.optim, head_fit="epochs", weight_decay=0.0),
                    run=replace(config.run, cache_features="off", cache_images="off", workers=0))
 
 
@@ -66,8 +67,7 @@ def _fixed_batches(prepared: Prepared, count: int) -> list[tuple[torch.Tensor, t
 def run_sanity(config: TrainConfig, *, batches: int = 2, steps: int = 150) -> SanityReport:
     """Shapes, one forward and backward pass, the initial loss, and over-fitting a tiny subset,
     with the model, loss, scaler and step of a real run (augmentation and weight decay off)."""
-    config = replace(_for_checks(config), augment=AugmentConfig(), optim=replace(config.optim, head_fit="epochs", weight_decay=0.0))
-    prepared = prepare(config)
+    prepared = prepare(_sanity_config(config))
     data, built, trainer = prepared.data, prepared.built, prepared.trainer
     fixed = _fixed_batches(prepared, batches)
     images, labels = fixed[0]
