@@ -208,4 +208,6 @@ def linear_probe(
         choice = ProbeChoice(resumed["weight_decay"], resumed["chosen_on"], resumed["candidates"])
     else:
         choice = choose_weight_decay(head, criterion, train, val, monitor=config.run.monitor, given=config.optim.weight_decay or None)
+        if choice.fitted is not None:
+            head.load_state_dict(choice.fitted)
     return LinearProbe(head, make_lbfgs(head), criterion, train, choice.weight_decay), choice
