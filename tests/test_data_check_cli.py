@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import pytest
 from PIL import Image
 
 from conftest import make_class_folder, write_image
+
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def _strict_json(text: str):
@@ -216,6 +220,44 @@ def test_presplit_folder(run_cli, tmp_path):
     assert report["split"]["method"] == "folders"
     assert report["counts"]["val"] == {"healthy": 1, "rust": 1} and report["counts"]["test"] == {"healthy": 0, "rust": 0}
     assert any("test" in note for note in report["notes"])
+
+
+# The loop of the issue: two links to their own folder, 2**40 paths for os.walk to follow.
+_CHECK_UNDER_1_GIB = """
+import resource, runpy, sys
+resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
+sys.argv = ["tlcli", "data", "check", sys.argv[1], "--json"]
+runpy.run_module("tlcli", run_name="__main__")
+"""
+
+
+def test_a_link_loop_ends_quickly_in_bounded_memory_and_counts_each_image_once(tmp_path):
+    root = make_class_folder(tmp_path / "d", {"a": 2, "b": 2})
+    (root / "a" / "l1").symlink_to(".")
+    (root / "a" / "l2").symlink_to(".")
+    done = subprocess.run([sys.executable, "-c", _CHECK_UNDER_1_GIB, str(root)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = _strict_json(done.stdout)
+    assert {name: sum(report["counts"][split][name] for split in report["counts"]) for name in report["classes"]} == {"a": 2, "b": 2}
+    assert _names(report["skipped_links"]) == ["l1", "l2"]
+    assert all("inside the data folder" in reason for reason in _reasons(report["skipped_links"]).values())
+
+
+def test_a_dangling_link_gets_one_verdict_from_data_check_and_from_train(run_cli, tmp_path):
+    root = make_class_folder(tmp_path / "d", {"a": 4, "b": 4})
+    (root / "a" / "gone.png").symlink_to(tmp_path / "unmounted" / "gone.png")
+    reason = f"link to {tmp_path / 'unmounted' / 'gone.png'}, which leads nowhere (No such file or directory)"
+    checked = run_cli("data", "check", str(root), "--json")
+    assert checked.code == 0, checked.stderr
+    report = _strict_json(checked.stdout)
+    assert report["trainable"] is True and report["bad_files"] == []
+    assert report["skipped_links"] == [{"path": str(root / "a" / "gone.png"), "reason": reason}]
+    table = run_cli("data", "check", str(root))
+    assert table.code == 0 and f"links not followed: 1\n  {root / 'a' / 'gone.png'}: {reason}" in table.stdout
+    trained = run_cli("train", "--data", str(root), "--arch", "mlp", "--epochs", "1", "--out", "checkpoints/r")
+    assert trained.code == 0, trained.stderr
+    assert f"Warning: skipped {root / 'a' / 'gone.png'}: {reason}" in trained.stderr
 
 
 def test_mnist_files(run_cli, tmp_path, monkeypatch):

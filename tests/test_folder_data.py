@@ -21,6 +21,7 @@ from tlcli.data.splits import stratified_split
 from tlcli.errors import DataError
 
 SPLITS = ("train", "val", "test")
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def _load(source, **overrides):
@@ -262,6 +263,116 @@ def test_collate_drops_the_unreadable_images_of_a_batch(tmp_path):
     dataset = TransformedImages(data.splits["train"], transform=lambda image: torch.zeros(1))
     batch = collate([dataset[i] for i in range(len(dataset))])
     assert len(batch.labels) == 4 and len(batch.skipped) == 1 and "cut.png" in batch.skipped[0]
+
+
+# --- links -----------------------------------------------------------------------------------
+
+
+def _link(path: Path, target) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target)
+
+
+def _skipped(data) -> dict[str, str]:
+    return {Path(f.path).name: f.reason for f in data.skipped_links}
+
+
+def _each_once(classes: dict[str, int]) -> list[str]:
+    return sorted(f"{name}/{i}.png" for name, count in classes.items() for i in range(count))
+
+
+def test_a_link_loop_in_a_class_is_skipped_and_each_image_counted_once(tmp_path):
+    root = make_class_folder(tmp_path / "d", {"a": 3, "b": 3})
+    _link(root / "a" / "again", ".")
+    data = _load(root, val_split=0, test_split=0)
+    assert _all_keys(data) == _each_once({"a": 3, "b": 3})
+    assert set(_skipped(data)) == {"again"} and "inside the data folder: not followed" in _skipped(data)["again"]
+
+
+def test_a_link_to_the_parent_folder_mislabels_nothing_and_leaks_nothing(tmp_path):
+    root = make_class_folder(tmp_path / "d", {"circle": 10, "square": 10})
+    _link(root / "circle" / "uplink", "..")
+    data = _load(root)
+    assert _all_keys(data) == _each_once({"circle": 10, "square": 10})  # once each, so in one split
+    assert {name: sum(data.class_counts()[split][name] for split in SPLITS) for name in data.classes} == {"circle": 10, "square": 10}
+    assert set(_skipped(data)) == {"uplink"} and str(root.resolve()) in _skipped(data)["uplink"]
+
+
+def test_a_link_to_a_folder_above_the_data_folder_is_a_loop(tmp_path):
+    root = make_class_folder(tmp_path / "d", {"a": 3, "b": 3})
+    write_image(tmp_path / "other-set" / "x.png")  # not this data set's: must not join class a
+    _link(root / "a" / "up", "../..")
+    data = _load(root, val_split=0, test_split=0)
+    assert _all_keys(data) == _each_once({"a": 3, "b": 3})
+    assert "(a loop)" in _skipped(data)["up"]
+
+
+def test_folders_linked_in_from_outside_the_data_folder_are_data(tmp_path):
+    root = make_class_folder(tmp_path / "d", {"cat": 4})
+    for i in range(4):
+        write_image(tmp_path / "elsewhere" / "dogs" / f"{i}.png", seed=100 + i)
+    _link(root / "dog", tmp_path / "elsewhere" / "dogs")  # a whole class kept elsewhere
+    write_image(tmp_path / "more-cats" / "m.png", seed=50)
+    _link(root / "cat" / "more", tmp_path / "more-cats")  # part of one
+    data = _load(root, val_split=0, test_split=0)
+    assert data.classes == ["cat", "dog"]
+    assert _all_keys(data) == sorted(_each_once({"cat": 4, "dog": 4}) + ["cat/more/m.png"])
+    assert data.splits["train"].load(_keys(data, "train").index("dog/3.png")).size == (16, 16)
+    assert not data.skipped_links
+
+
+def test_what_two_links_lead_to_is_taken_once(tmp_path):
+    kept = tmp_path / "kept"
+    write_image(kept / "k.png", seed=7)
+    root = make_class_folder(tmp_path / "d", {"a": 3, "b": 3})
+    _link(root / "a" / "kept", kept)
+    _link(root / "a" / "k.png", kept / "k.png")  # the same file again, through a file link
+    _link(root / "b" / "kept-too", kept)  # the same image in another class: a leak
+    _link(root / "b" / "copy.png", root / "b" / "0.png")  # a file of the data set, by another name
+    data = _load(root, val_split=0, test_split=0)
+    assert _all_keys(data) == sorted(_each_once({"a": 3, "b": 3}) + ["a/k.png"])  # a's files come before its folders
+    skipped = _skipped(data)
+    assert set(skipped) == {"k.png", "kept-too", "copy.png"}
+    assert skipped["k.png"] == f"same file as {root / 'a' / 'k.png'}"
+    assert f"already walked as {root / 'a' / 'kept'}" in skipped["kept-too"]
+    assert "inside the data folder" in skipped["copy.png"]
+
+
+def test_a_loop_between_two_folders_outside_the_data_folder_is_walked_once(tmp_path):
+    write_image(tmp_path / "p" / "p.png", seed=1)
+    write_image(tmp_path / "q" / "q.png", seed=2)
+    _link(tmp_path / "p" / "to-q", tmp_path / "q")
+    _link(tmp_path / "q" / "to-p", tmp_path / "p")  # neither holds the other: not a loop by its path
+    root = make_class_folder(tmp_path / "d", {"a": 2, "b": 2})
+    _link(root / "a" / "kept", tmp_path / "p")
+    data = _load(root, val_split=0, test_split=0)
+    assert _all_keys(data) == sorted(_each_once({"a": 2, "b": 2}) + ["a/kept/p.png", "a/kept/to-q/q.png"])
+    assert _skipped(data) == {"to-p": f"leads to {(tmp_path / 'p').resolve()}, already walked as {root / 'a' / 'kept'}"}
+
+
+def test_a_class_or_split_folder_linked_to_another_in_the_data_folder_is_skipped(tmp_path):
+    root = tmp_path / "d"
+    make_class_folder(root / "train", {"a": 3, "b": 3})
+    _link(root / "train" / "also-a", "a")
+    _link(root / "val", "train")  # validating on the training images
+    data = _load(root)
+    assert data.classes == ["a", "b"] and len(data.splits["val"]) == 0
+    assert _all_keys(data) == [f"train/{key}" for key in _each_once({"a": 3, "b": 3})]
+    assert set(_skipped(data)) == {"also-a", "val"}
+
+
+def test_a_dangling_link_is_skipped_with_its_reason_and_not_counted_as_unreadable(tmp_path):
+    root = make_class_folder(tmp_path / "d", {"a": 3, "b": 3})
+    _link(root / "a" / "gone.png", tmp_path / "unmounted" / "gone.png")
+    _link(root / "b" / "gone-folder", tmp_path / "unmounted")
+    _link(root / "gone-class", tmp_path / "unmounted")
+    _link(root / "a" / "self.png", "self.png")
+    data = _load(root, max_bad=0)
+    assert _all_keys(data) == _each_once({"a": 3, "b": 3}) and not data.bad_files
+    skipped = _skipped(data)
+    assert set(skipped) == {"gone.png", "gone-folder", "gone-class", "self.png"}
+    assert skipped["gone.png"] == f"link to {tmp_path / 'unmounted' / 'gone.png'}, which leads nowhere (No such file or directory)"
+    assert "leads nowhere" in skipped["self.png"]
 
 
 # --- class order -----------------------------------------------------------------------------

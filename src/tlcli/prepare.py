@@ -71,7 +71,8 @@ def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer |
     precision = resolve_precision(config.run.amp, device)
     data = load_data(config.data)
     built = _model(config, start, data)
-    notes = [*data.notes, *(f"skipped unreadable image {bad.path}: {bad.reason}" for bad in data.bad_files), *built.notes]
+    notes = [*data.notes, *(f"skipped unreadable image {bad.path}: {bad.reason}" for bad in data.bad_files),
+             *(f"skipped {link.path}: {link.reason}" for link in data.skipped_links), *built.notes]
     if not len(data.splits["val"]):
         notes.append(f"no validation images: best.pt and early stopping follow the training loss instead of {config.run.monitor}")
     model = built.model.to(device)

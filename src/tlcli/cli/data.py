@@ -26,7 +26,7 @@ def check(
     class_names: options.ClassNames = None,
     as_json: options.JsonOption = False,
 ) -> int:
-    """Count images per split and class, and list unreadable and suspicious files.
+    """Count images per split and class, and list unreadable and suspicious files and links not followed.
 
     Decodes every image, so it finds truncated files that training would trip over.
     Exits 1 when the data set cannot be trained on.
@@ -62,7 +62,9 @@ def _render(report) -> None:
         f"split: {data.split_info.get('method')}",
         markup=False,
     )
-    for title, files in (("unreadable (skipped)", data.bad_files), ("not images (ignored)", data.ignored_files), ("suspicious", report.suspicious)):
+    listed = (("unreadable (skipped)", data.bad_files), ("not images (ignored)", data.ignored_files),
+              ("links not followed", data.skipped_links), ("suspicious", report.suspicious))
+    for title, files in listed:
         if files:
             output.out.print(f"{title}: {len(files)}", markup=False)
             for item in files:

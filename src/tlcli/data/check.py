@@ -51,6 +51,7 @@ class DataReport:
             "image_modes": self.modes,
             "bad_files": [vars(f) for f in self.data.bad_files],
             "ignored_files": [vars(f) for f in self.data.ignored_files],
+            "skipped_links": [vars(f) for f in self.data.skipped_links],
             "suspicious_files": [vars(f) for f in self.suspicious],
             "notes": self.data.notes,
         }

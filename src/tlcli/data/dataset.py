@@ -29,6 +29,8 @@ class ImageData:
     split_info: dict[str, Any]
     bad_files: list[SkippedFile] = field(default_factory=list)  # images that could not be read
     ignored_files: list[SkippedFile] = field(default_factory=list)  # files that are not images
+    # Links not followed (into the data set, loops, dangling) and what two links lead to, taken once.
+    skipped_links: list[SkippedFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # warnings worth showing the user
     root: str | None = None
 

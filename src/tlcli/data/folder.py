@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from tlcli.config import DataConfig
 from tlcli.data.dataset import ImageData, SkippedFile, check_fractions, record_fingerprints, split_records, too_many_bad
-from tlcli.data.images import BadImageError, has_image_extension, is_hidden, probe_image
+from tlcli.data.images import BadImageError, has_image_extension, probe_image
 from tlcli.data.imagesets import FileImages
+from tlcli.data.walk import FolderWalk
 from tlcli.errors import DataError
 
 SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -25,32 +25,20 @@ def natural_key(text: str) -> tuple:
     return parts, text
 
 
-def _visible_dirs(folder: Path) -> list[Path]:
-    return sorted(
-        (entry for entry in folder.iterdir() if entry.is_dir() and not is_hidden(entry.name)),
-        key=lambda entry: natural_key(entry.name),
-    )
-
-
-def _files_under(folder: Path) -> list[Path]:
-    """Every non-hidden file below ``folder``, hidden folders pruned, in a stable order."""
-    found = []
-    for current, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
-        found += [Path(current) / name for name in sorted(files) if not is_hidden(name)]
-    return found
-
-
 class _Scan:
-    """Collects the usable images of class folders, and the files it had to pass over."""
+    """Collects the usable images of class folders, and the files and links it had to pass over."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
+        self.walk = FolderWalk(root)
         self.bad: list[SkippedFile] = []
         self.ignored: list[SkippedFile] = []
 
+    def visible_dirs(self, folder: Path) -> list[Path]:
+        return sorted(self.walk.folders(folder), key=lambda entry: natural_key(entry.name))
+
     def class_images(self, class_dir: Path) -> list[Path]:
         usable = []
-        for path in _files_under(class_dir):
+        for path in self.walk.files(class_dir):
             if not has_image_extension(path):
                 self.ignored.append(SkippedFile(str(path), f"not an image file ({path.suffix or 'no extension'})"))
                 continue
@@ -63,12 +51,12 @@ class _Scan:
         return usable
 
     def classes(self, folder: Path) -> dict[str, list[Path]]:
-        return {class_dir.name: self.class_images(class_dir) for class_dir in _visible_dirs(folder)}
+        return {class_dir.name: self.class_images(class_dir) for class_dir in self.visible_dirs(folder)}
 
 
-def _require_classes(found: dict[str, list[Path]], folder: Path) -> None:
+def _require_classes(found: dict[str, list[Path]], folder: Path, walk: FolderWalk) -> None:
     if not found:
-        loose = [p for p in _files_under(folder) if has_image_extension(p)]
+        loose = [p for p in walk.files(folder) if has_image_extension(p)]
         if loose:
             raise DataError(
                 f"{folder} holds {len(loose)} images but no class folders; put each class's images in {folder}/<class>/"
@@ -95,14 +83,14 @@ def _check_bad_budget(bad: list[SkippedFile], usable: int, max_bad: float) -> No
 def load_folder(root: Path, config: DataConfig) -> ImageData:
     if not root.is_dir():
         raise DataError(f"data folder {root} is not a folder")
-    split_dirs = _split_dirs(root)
-    scan = _Scan()
+    scan = _Scan(root)
+    split_dirs = _split_dirs(root, scan)
     if "train" in split_dirs:
         data = _load_presplit(root, split_dirs, scan)
     else:
         check_fractions(config.val_split, config.test_split)
         found = scan.classes(root)
-        _require_classes(found, root)
+        _require_classes(found, root, scan.walk)
         classes = list(found)
         paths = [path for name in classes for path in found[name]]
         labels = [index for index, name in enumerate(classes) for _ in found[name]]
@@ -114,16 +102,16 @@ def load_folder(root: Path, config: DataConfig) -> ImageData:
             seed=config.seed,
         )
         data = ImageData(str(root), "folder", classes, splits, info, notes=notes, root=str(root))
-    data.bad_files, data.ignored_files = scan.bad, scan.ignored
+    data.bad_files, data.ignored_files, data.skipped_links = scan.bad, scan.ignored, scan.walk.skipped
     record_fingerprints(data.split_info, data.splits, data.classes)
     _check_bad_budget(scan.bad, sum(len(s) for s in data.splits.values()), config.max_bad)
     return data
 
 
-def _split_dirs(root: Path) -> dict[str, Path]:
+def _split_dirs(root: Path, scan: _Scan) -> dict[str, Path]:
     """The train/val/test folders of a pre-split layout; empty for a folder of classes."""
     split_dirs: dict[str, Path] = {}
-    for folder in _visible_dirs(root):
+    for folder in scan.visible_dirs(root):
         split = SPLIT_FOLDER_NAMES.get(folder.name.lower())
         if split is None:
             continue
@@ -131,7 +119,7 @@ def _split_dirs(root: Path) -> dict[str, Path]:
             raise DataError(f"{root} has both {split_dirs[split].name}/ and {folder.name}/; keep one folder per split")
         split_dirs[split] = folder
     # val/<class>/ or test/<class>/ without train/: not classes named "val" and "test".
-    if "train" not in split_dirs and any(_visible_dirs(folder) for folder in split_dirs.values()):
+    if "train" not in split_dirs and any(scan.visible_dirs(folder) for folder in split_dirs.values()):
         found = " and ".join(f"{folder.name}/" for folder in split_dirs.values())
         raise DataError(f"{root} has {found} but no train/ folder; put the training images in {root}/train/<class>/")
     return split_dirs
@@ -139,7 +127,7 @@ def _split_dirs(root: Path) -> dict[str, Path]:
 
 def _load_presplit(root: Path, split_dirs: dict[str, Path], scan: _Scan) -> ImageData:
     found = {split: scan.classes(folder) for split, folder in split_dirs.items()}
-    _require_classes(found["train"], split_dirs["train"])
+    _require_classes(found["train"], split_dirs["train"], scan.walk)
     classes = list(found["train"])
     index_of = {name: index for index, name in enumerate(classes)}
     notes = []
