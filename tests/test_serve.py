@@ -7,13 +7,17 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 
 import pytest
 from PIL import Image
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
+
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def _free_port() -> int:
@@ -24,14 +28,21 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """One worker and one waiting upload, so that a few concurrent uploads overflow it."""
     from tlcli.config import ModelConfig, RunConfig, TrainConfig
     from tlcli.training import train
 
     folder = tmp_path_factory.mktemp("serve")
-    run = train(TrainConfig(model=ModelConfig(arch="simple_cnn"), run=RunConfig(epochs=3, out=str(folder / "run"), workers=0))).run_dir
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("TLCLI_CHECKPOINTS_DIR", str(folder / "checkpoints"))
+        patch.setenv("TLCLI_DATA_DIR", str(folder / "data"))
+        patch.setenv("TLCLI_CACHE_DIR", str(folder / "cache"))
+        run = train(TrainConfig(model=ModelConfig(arch="simple_cnn"), run=RunConfig(epochs=3, out=str(folder / "run"), workers=0))).run_dir
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tlcli", "serve", str(run), "--port", str(port), "--max-upload-mb", "0.1"],
+        [sys.executable, "-m", "tlcli", "serve", str(run), "--port", str(port), "--max-upload-mb", "0.1",
+         "--concurrency", "1", "--queue", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -99,6 +110,59 @@ def test_bad_uploads_get_json_4xx_and_the_server_keeps_serving(server, tmp_path)
         assert message in answer.json()["error"]
     assert httpx.post(f"{url}/predict", content=b"raw bytes", headers={"content-type": "application/octet-stream"}).status_code == 400
     assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_large_uploads_leave_health_answering_and_excess_uploads_get_503(server, digit, tmp_path):
+    """Decoding runs in a worker thread, one at a time with one more waiting: the rest are refused."""
+    from tlcli.prediction import predict
+
+    url, folder = server
+    path, label = digit
+    # A 5000x5000 PNG decodes to 75 MB of RGB, yet its flat blocks compress under the 0.1 MB limit.
+    large = tmp_path / "large.png"
+    Image.open(path).convert("RGB").resize((5000, 5000), Image.NEAREST).save(large)
+    data = large.read_bytes()
+    _, (expected,) = predict([str(large)], checkpoint=str(folder / "run"))
+    uploads = 6
+    answers: list[httpx.Response] = []
+    start_together = threading.Barrier(uploads)
+
+    def upload(client: httpx.Client) -> None:
+        start_together.wait()
+        answers.append(client.post("/predict", files={"image": ("large.png", data, "image/png")}))
+
+    # Clients made beforehand: making one (its TLS context) holds this process's GIL for tens of
+    # milliseconds, which would be counted against /health's answers.
+    clients = [httpx.Client(base_url=url, timeout=120) for _ in range(uploads + 1)]
+    health = clients.pop()
+    senders = [threading.Thread(target=upload, args=(client,)) for client in clients]
+    for sender in senders:
+        sender.start()
+    latencies = []
+    while any(sender.is_alive() for sender in senders):
+        sent = time.perf_counter()
+        assert health.get("/health").status_code == 200
+        latencies.append((time.perf_counter() - sent) * 1000)
+        time.sleep(0.02)
+    for client in clients + [health]:
+        client.close()
+    assert max(latencies) < 100, f"/health took {max(latencies):.0f} ms under load (median {sorted(latencies)[len(latencies) // 2]:.0f} ms)"
+    assert len(latencies) >= 3, f"the uploads finished before /health was asked ({len(latencies)} times)"
+    statuses = Counter(answer.status_code for answer in answers)
+    assert set(statuses) == {200, 503} and statuses[200] >= 2, statuses
+    for answer in answers:
+        if answer.status_code == 503:
+            assert "busy" in answer.json()["error"] and int(answer.headers["retry-after"]) > 0
+        else:
+            top = [(p["label"], p["probability"]) for p in answer.json()["predictions"]]
+            assert [name for name, _ in top] == [name for name, _ in expected.top] and top[0][0] == label
+            assert [p for _, p in top] == pytest.approx([p for _, p in expected.top], abs=1e-5)
+
+
+@pytest.mark.parametrize("option", [("--concurrency", "0"), ("--queue", "-1")])
+def test_serve_refuses_bad_limits_before_loading_a_model(run_cli, option):
+    result = run_cli("serve", *option)
+    assert result.code == 2 and option[0] in result.stderr
 
 
 def test_the_page_classifies_an_uploaded_photo_in_a_real_browser(server, digit, tmp_path):
