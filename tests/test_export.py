@@ -36,6 +36,7 @@ def test_onnx_export_carries_classes_and_preprocessing_and_agrees_with_pytorch(r
     parity = result.json()["parity"]
     assert parity["images"] == 8 and parity["max_abs_logit_diff"] < 1e-4 and parity["top1_agreement"] == 1.0
     assert result.stdout.count("{") >= 1 and "torch.onnx" not in result.stdout  # the exporter's chatter stays out
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx", "samples"]  # no weights file or temporary beside it
 
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     metadata = session.get_modelmeta().custom_metadata_map
@@ -63,6 +64,7 @@ def test_torchscript_export_with_extra_files(run_cli, run, tmp_path):
     result = run_cli("export", str(run), "--format", "torchscript", "--out", str(target), "--json")
     assert result.code == 0, result.stderr
     assert result.json()["passed"] and result.json()["parity"]["max_abs_logit_diff"] < 1e-5
+    assert [path.name for path in tmp_path.iterdir()] == ["model.pt"]
     extra = {"tlcli.classes.json": "", "tlcli.preprocess.json": ""}
     loaded = torch.jit.load(str(target), _extra_files=extra)
     assert json.loads(extra["tlcli.classes.json"]) == [str(d) for d in range(10)]

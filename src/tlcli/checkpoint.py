@@ -19,7 +19,7 @@ from tlcli.engine.device import restore_rng_state, rng_state
 from tlcli.engine.loop import Progress
 from tlcli.engine.optim import continue_schedule
 from tlcli.errors import CheckpointError
-from tlcli.files import link_or_copy, write_atomically
+from tlcli.files import write_atomically
 from tlcli.models.weights import safe_torch_load
 
 FORMAT = "tlcli.checkpoint"
@@ -41,10 +41,9 @@ def stamp(content: dict[str, Any]) -> dict[str, Any]:
 
 def atomic_save(obj: Any, path: Path, *also: Path) -> None:
     """torch.save ``obj`` to ``path`` (and to each of ``also``) so that readers see the old file
-    or the new one, never a part."""
-    write_atomically(Path(path), lambda stream: torch.save(obj, stream))
-    for target in map(Path, also):
-        link_or_copy(Path(path), target)
+    or the new one, never a part. ``also`` gets it first: a run killed between the two has a
+    best.pt one epoch ahead of its last.pt, which resume can repair, never one behind it."""
+    write_atomically(Path(path), lambda stream: torch.save(obj, stream), *map(Path, also))
 
 
 def training_checkpoint(prepared, *, progress, history: list[dict], lineage: dict[str, Any]) -> dict[str, Any]:

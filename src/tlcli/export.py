@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from tlcli import __version__
 from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
 from tlcli.data.transforms import Preprocess, build_transform
 from tlcli.errors import TlcliError
+from tlcli.files import write_atomically, write_file_atomically
 from tlcli.models.inputs import UInt8Input
 
 FORMATS = ("onnx", "torchscript")
@@ -112,7 +114,7 @@ def export_checkpoint(
     built = model_from_checkpoint(checkpoint)
     model = built.model.eval()
     preprocess = built.preprocess
-    target = out or path.with_suffix(".onnx" if format == "onnx" else ".torchscript.pt")
+    target = Path(out) if out else path.with_suffix(".onnx" if format == "onnx" else ".torchscript.pt")
     wrapped = UInt8Input(model, preprocess).eval() if embed_preprocessing else model
     images = _sample_images(data, checkpoint, PARITY_IMAGES)
     # The reference is PyTorch fed by the real transform, exactly as `tlcli predict` does it.
@@ -144,18 +146,20 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, target: Path, *, opset
     except ImportError:
         raise TlcliError("ONNX export needs the onnx extra: pip install 'tlcli[onnx]'") from None
     dynamic = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
-    temporary = target.with_name(f".{target.name}.tmp")
-    # The exporter reports progress on stdout and warns about internals; neither is the user's business.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(temporary), input_names=["input"], output_names=["logits"], opset_version=opset,
-                          dynamic_shapes=dynamic, dynamo=True)
-    graph = onnx.load(str(temporary))
+    # The exporter writes its weights beside the graph, in a second file: both stay in a
+    # scratch folder, and the output is one self-contained file.
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
+        exported = Path(scratch) / "model.onnx"
+        # The exporter reports progress on stdout and warns about internals; neither is the user's business.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(exported), input_names=["input"], output_names=["logits"], opset_version=opset,
+                              dynamic_shapes=dynamic, dynamo=True)
+        graph = onnx.load(str(exported))
     for key, value in metadata.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(graph, str(temporary))
-    temporary.replace(target)
+    write_file_atomically(graph.SerializeToString(), target)
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {name: batch.numpy()})[0]
@@ -165,10 +169,9 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, target: Path, *
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript is deprecated upstream but still what many runtimes load
         traced = torch.jit.trace(model, example)
-    temporary = target.with_name(f".{target.name}.tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.jit.save(traced, str(temporary), _extra_files={f"{key}.json": value for key, value in metadata.items()})
-        temporary.replace(target)
+        extra_files = {f"{key}.json": value for key, value in metadata.items()}
+        write_atomically(target, lambda stream: torch.jit.save(traced, stream, _extra_files=extra_files))
         loaded = torch.jit.load(str(target))
     return lambda batch: loaded(batch).detach()

@@ -4,9 +4,10 @@ temporary file in the same folder, is flushed and fsynced, then ``os.replace``d 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 from tlcli.errors import CheckpointError
@@ -33,26 +34,58 @@ def write_file_atomically(data: bytes, path: Path) -> None:
     write_atomically(Path(path), lambda stream: stream.write(data))
 
 
-def write_atomically(path: Path, write) -> None:
+def write_atomically(path: Path, write, *also: Path) -> None:
     """Call ``write(stream)`` on a temporary file beside ``path``, fsync it, then replace
-    ``path``: readers see the old file or the new one, never a part."""
+    ``path``: readers see the old file or the new one, never a part. Each of ``also`` gets the
+    same contents first, so none of them is ever behind ``path``."""
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:  # a missing or read-only folder: nothing was written
-        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+        handle, temporary = _temporary_beside(path)
+    except OSError as exc:  # a missing, read-only or full folder: nothing was written
+        raise write_error(path, exc) from None
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        for target in also:
+            link_or_copy(temporary, target)
         os.replace(temporary, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+        cause = _os_error(exc)
+        if cause is not None:
+            raise write_error(path, cause) from None
         raise
     fsync_folder(path.parent)
+
+
+def _temporary_beside(path: Path) -> tuple[int, Path]:
+    """A new, open file ``.NAME.RANDOM.tmp`` beside ``path``, with the permissions the umask
+    gives (mkstemp's are 0600, which would hide a run's files from the rest of a team)."""
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+        except FileExistsError:
+            continue
+
+
+def write_error(path: Path, exc: OSError) -> CheckpointError:
+    """One sentence for a write that failed; a full disk says so in plain words."""
+    if exc.errno == errno.ENOSPC:
+        return CheckpointError(f"no space left on device while writing {path}")
+    return CheckpointError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed write: torch.save reports a full disk as a RuntimeError
+    ("unexpected pos") raised while the stream's OSError is being handled."""
+    while isinstance(exc, Exception):
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return None
 
 
 def fsync_folder(folder: Path) -> None:
@@ -62,6 +95,7 @@ def fsync_folder(folder: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -3,8 +3,10 @@ finding a run or checkpoint again from what the user typed."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
+import io
 import json
 import os
 import re
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tlcli.errors import CheckpointError, TlcliError
+from tlcli.files import write_error, write_file_atomically
 from tlcli.plots import plot_curves, pyplot
 
 LATEST = "latest"
@@ -26,6 +29,9 @@ TENSORBOARD_SCALARS = {
     "loss/train": "train_loss", "loss/val": "val_loss", "accuracy/train": "train_acc", "accuracy/val": "val_acc", "lr": "lr",
 }
 HISTORY_FIELDS = ("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s", "method")
+# What a run writes; a kill mid-write leaves ".NAME.*" temporaries beside them.
+RUN_FILES = ("best.pt", "last.pt", "history.csv", "curves.png", "log.txt", "config.json")
+EPOCH_LINE = re.compile(r" phase (\d+) epoch (\d+): ")
 
 
 def checkpoints_root() -> Path:
@@ -45,25 +51,22 @@ class RunFolder:
         self.path = Path(path)
         self._lock_handle = None
         self._scalars = None
+        self.killed_before = False  # the folder's previous run ended without closing it
 
     last = property(lambda self: self.path / "last.pt")
     best = property(lambda self: self.path / "best.pt")
     curves = property(lambda self: self.path / "curves.png")
 
     def open(self, *, fresh: bool, overwrite: bool = False) -> RunFolder:
-        """Create and lock the folder. ``fresh`` runs refuse a folder holding another run."""
+        """Create and lock the folder. ``fresh`` runs refuse a folder holding another run.
+        Temporary files of a killed run go: while the lock is held, nobody else writes here."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path / ".lock", "a+")
+            handle = self._lock()
         except OSError as exc:
             raise TlcliError(f"cannot write to the run folder {self.path}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise TlcliError(f"run folder {self.path} is in use by {holder}; wait for it or choose another run folder") from None
+        handle.seek(0)
+        self.killed_before = bool(handle.read().strip())
         handle.seek(0)
         handle.truncate()
         handle.write(f"tlcli pid {os.getpid()}")
@@ -72,18 +75,40 @@ class RunFolder:
         if fresh and self.last.exists() and not overwrite:
             self.close()
             raise TlcliError(f"{self.path} already holds a run; resume it from {self.last}, choose another run folder, or overwrite it")
+        for name in RUN_FILES:
+            for temporary in self.path.glob(f".{name}.*"):
+                temporary.unlink(missing_ok=True)
         if fresh:
             self._clear_previous_run()
         return self
 
+    def _lock(self):
+        """The open, locked ``.lock`` file. ``close`` removes it before unlocking, so a file locked
+        just as it was removed is let go, and the one now at ``.lock`` is locked instead."""
+        while True:
+            handle = open(self.path / ".lock", "a+")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise TlcliError(f"run folder {self.path} is in use by {holder}; wait for it or choose another run folder") from None
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(self.path / ".lock").st_ino == os.fstat(handle.fileno()).st_ino:
+                    return handle
+            handle.close()
+
     def _clear_previous_run(self) -> None:
         """An overwritten run's files go at once, so an interrupted new run never mixes with the old one."""
-        for name in ("best.pt", "last.pt", "history.csv", "curves.png", "log.txt", "config.json"):
+        for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
         shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
 
     def close(self) -> None:
+        """Unlock, and remove ``.lock``: a ``.lock`` left behind marks a run that was killed."""
         if self._lock_handle is not None:
+            (self.path / ".lock").unlink(missing_ok=True)
             fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
             self._lock_handle.close()
             self._lock_handle = None
@@ -96,19 +121,16 @@ class RunFolder:
 
     def write_json(self, name: str, document: Any) -> Path:
         path = self.path / name
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(json.dumps(document, indent=2, default=str) + "\n")
-        os.replace(temporary, path)
+        write_file_atomically((json.dumps(document, indent=2, default=str) + "\n").encode(), path)
         return path
 
     def write_history(self, history: list[dict]) -> Path:
         path = self.path / "history.csv"
-        temporary = path.with_name(".history.csv.tmp")
-        with open(temporary, "w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(history)
-        os.replace(temporary, path)
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+        write_file_atomically(table.getvalue().encode(), path)
         return path
 
     def begin_epochs(self, *, title: str, tensorboard: bool) -> None:
@@ -130,11 +152,19 @@ class RunFolder:
             for tag, key in TENSORBOARD_SCALARS.items():
                 self._scalars.add_scalar(tag, row[key], row["epoch"])
             self._scalars.flush()
-        self.log(
-            f"phase {row['phase']} epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}, "
-            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}, lr {row['lr']:.3g}, {row['seconds']:.1f} s"
-            + (" (best)" if is_best else "")
-        )
+        self.log(_epoch_line(row, is_best=is_best))
+
+    def restore(self, history: list[dict], *, phase: int, best_epoch: int) -> list[int]:
+        """Bring history.csv and log.txt up to a checkpoint's ``history`` after a kill: the
+        table is rewritten, and the log gets the lines of this phase's epochs it lacks (``best_epoch``
+        numbered as the history numbers them). Returns the epochs added to the log."""
+        self.write_history(history)
+        log = self.path / "log.txt"
+        logged = {(int(p), int(e)) for p, e in EPOCH_LINE.findall(log.read_text() if log.exists() else "")}
+        missing = [row for row in history if row["phase"] == phase and (phase, row["epoch"]) not in logged]
+        for row in missing:
+            self.log(_epoch_line(row, is_best=row["epoch"] == best_epoch) + ", recovered from the checkpoint")
+        return [row["epoch"] for row in missing]
 
     def end_epochs(self, history: list[dict]) -> None:
         """The last drawing of the curves (also after an interrupt), and TensorBoard closed."""
@@ -145,13 +175,17 @@ class RunFolder:
             self._scalars = None
 
     def log(self, line: str) -> None:
-        with open(self.path / "log.txt", "a") as stream:
-            stream.write(f"{datetime.now().isoformat(timespec='seconds')} {line}\n")
+        try:
+            with open(self.path / "log.txt", "a") as stream:
+                stream.write(f"{datetime.now().isoformat(timespec='seconds')} {line}\n")
+        except OSError as exc:
+            raise write_error(self.path / "log.txt", exc) from None
 
     def point_latest(self) -> None:
-        """``<parent>/latest`` -> this run, replaced atomically."""
+        """``<parent>/latest`` -> this run, replaced atomically. The temporary link's name is
+        fixed, so the next run replaces one that a kill left behind."""
         link = self.path.parent / LATEST
-        temporary = self.path.parent / f".{LATEST}.{os.getpid()}"
+        temporary = self.path.parent / f".{LATEST}.tmp"
         try:
             if temporary.is_symlink() or temporary.exists():
                 temporary.unlink()
@@ -159,6 +193,12 @@ class RunFolder:
             os.replace(temporary, link)
         except OSError:
             pass  # a file system without symlinks still has the run; only the shortcut is missing
+
+
+def _epoch_line(row: dict, *, is_best: bool) -> str:
+    return (f"phase {row['phase']} epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}, "
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}, lr {row['lr']:.3g}, {row['seconds']:.1f} s"
+            + (" (best)" if is_best else ""))
 
 
 def _summary_writer(run_dir: Path):

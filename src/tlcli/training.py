@@ -15,6 +15,7 @@ from tlcli.config import FinetuneConfig, TrainConfig
 from tlcli.engine.distributed import is_main_process
 from tlcli.engine.loop import Observer, Progress, Trainer, evaluate, fit
 from tlcli.errors import TlcliError
+from tlcli.files import link_or_copy
 from tlcli.models.freeze import count_parameters
 from tlcli.prepare import Prepared, Start, prepare
 from tlcli.runs import RunFolder, checkpoints_root, default_run_name, resolve_checkpoint
@@ -65,6 +66,7 @@ class _Run:
     start: Start = field(default_factory=Start)
     parent: str | None = None
     history: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what resuming repaired
 
 
 def train(config: TrainConfig, *, observer: Observer | None = None) -> RunResult:
@@ -73,18 +75,56 @@ def train(config: TrainConfig, *, observer: Observer | None = None) -> RunResult
 
 
 def resume(path: Path, *, epochs: int | None = None, observer: Observer | None = None) -> RunResult:
+    """Continue a run from its checkpoint, after making its folder whole again (``_recover``); a
+    killed run whose checkpoint had already completed its epochs is finished without training."""
+    path = Path(path)
     checkpoint = load_checkpoint(path)
-    last = Path(path).parent / "last.pt"
-    if Path(path).name != "last.pt" and last.exists() and load_checkpoint(last)["progress"]["epoch"] > checkpoint["progress"]["epoch"]:
+    last = path.parent / "last.pt"
+    if path.name != "last.pt" and last.exists() and load_checkpoint(last)["progress"]["epoch"] > checkpoint["progress"]["epoch"]:
         raise TlcliError(f"{path} is behind {last}; resume from {last}, or resuming would discard the epochs after it")
+    checkpoint, notes, killed = _recover(path, checkpoint) if is_main_process() else (checkpoint, [], False)
     config = TrainConfig.from_dict(checkpoint["config"])
     if epochs is not None:
         config = replace(config, run=replace(config.run, epochs=epochs))
-    if checkpoint["progress"]["epoch"] >= config.run.epochs and not checkpoint["progress"]["stopped_early"]:
+    if checkpoint["progress"]["epoch"] >= config.run.epochs and not checkpoint["progress"]["stopped_early"] and not killed:
         raise TlcliError(f"{path} already completed {config.run.epochs} epochs; raise the number of epochs to train further")
     start = Start(phase=checkpoint["phase"], checkpoint=checkpoint, resume=True)
-    run = _Run(config, Path(path).parent, fresh=False, start=start, parent=checkpoint.get("parent"), history=list(checkpoint["history"]))
+    run = _Run(config, path.parent, fresh=False, start=start, parent=checkpoint.get("parent"), history=list(checkpoint["history"]),
+               notes=notes)
     return _run(run, observer or Observer())
+
+
+def _recover(path: Path, checkpoint: dict[str, Any]) -> tuple[dict[str, Any], list[str], bool]:
+    """A kill can leave a run folder with temporary files (``RunFolder.open`` removes them), best.pt
+    ahead of last.pt, and history.csv and log.txt behind the checkpoint. The checkpoints are the
+    truth: the rest is rewritten from them. Returns the checkpoint to resume from, what was
+    repaired, and whether the folder's previous run was killed."""
+    with RunFolder(path.parent).open(fresh=False) as folder:
+        checkpoint, notes = _reconcile_best_and_last(folder, checkpoint) if path.name == "last.pt" else (checkpoint, [])
+        progress, history = checkpoint["progress"], checkpoint["history"]
+        best_row = len(history) - progress["epoch"] + progress["best_epoch"]  # in the history's numbering, which spans phases
+        logged = folder.restore(history, phase=checkpoint["phase"], best_epoch=best_row)
+        if logged:
+            notes.append(f"log.txt lacked epoch {', '.join(map(str, logged))}; it and history.csv are rewritten from the checkpoint")
+        for note in notes:
+            folder.log(note)
+        return checkpoint, notes, folder.killed_before
+
+
+def _reconcile_best_and_last(folder: RunFolder, last: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """best.pt is written before last.pt, so a kill between the two leaves best.pt, a whole
+    checkpoint, one epoch ahead: it becomes last.pt. Older tlcli versions wrote last.pt first, so
+    their kills left last.pt naming itself the best epoch and best.pt an older one: last.pt
+    becomes best.pt."""
+    best = load_checkpoint(folder.best) if folder.best.is_file() else None
+    epoch = last["progress"]["epoch"]
+    if best is not None and best["progress"]["epoch"] > epoch:
+        link_or_copy(folder.best, folder.last)
+        return best, [f"last.pt was one save behind best.pt (a kill between the two): it is now best.pt's epoch {best['progress']['epoch']}"]
+    if last["progress"]["best_epoch"] == epoch and (best is None or best["progress"]["epoch"] != epoch):
+        link_or_copy(folder.last, folder.best)
+        return last, [f"best.pt did not hold epoch {epoch}, the best epoch last.pt records: it is now a copy of last.pt"]
+    return last, []
 
 
 def finetune(config: FinetuneConfig, *, observer: Observer | None = None) -> RunResult:
@@ -114,7 +154,7 @@ def _run(run: _Run, observer: Observer) -> RunResult:
     folder = RunFolder(run.run_dir)
     with folder.open(fresh=run.fresh, overwrite=prepared.config.run.overwrite) if is_main_process() else folder:
         result = RunResult(folder.path, run.start.phase, prepared.config.run.monitor, progress, history,
-                           count_parameters(prepared.built.model).to_dict(), notes=list(prepared.notes),
+                           count_parameters(prepared.built.model).to_dict(), notes=[*run.notes, *prepared.notes],
                            head_fit=prepared.head_fit.to_dict() if prepared.head_fit else None)
         _begin(run, prepared, folder, result, observer)
 
@@ -151,7 +191,7 @@ def _begin(run: _Run, prepared: Prepared, folder: RunFolder, result: RunResult, 
         f"device {prepared.device}, amp {prepared.precision.name}, channels-last {'on' if prepared.channels_last else 'off'}, "
         f"{prepared.process}; features {prepared.inputs.paths['features']}; images {prepared.inputs.paths['images']}"
     )
-    for note in prepared.notes:
+    for note in result.notes:
         observer.warning(note)
     observer.info(f"phase {run.start.phase}: {prepared.method}")
     if is_main_process():

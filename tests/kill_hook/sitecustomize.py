@@ -1,0 +1,39 @@
+"""Fault injection for tests/test_crash.py, imported at start-up by any Python whose PYTHONPATH
+holds this folder. With $TLCLI_KILL_DIR set, every ``os.replace``, ``os.link`` and ``os.fsync`` on
+a path under that folder is counted and listed in $TLCLI_KILL_LOG; the one numbered
+$TLCLI_KILL_AT is never made: the process SIGKILLs itself first, as a power cut would stop it."""
+
+import os
+import signal
+
+FOLDER = os.environ.get("TLCLI_KILL_DIR")
+
+
+def _path(target) -> str:
+    if isinstance(target, (str, bytes, os.PathLike)):  # the link itself, not where a symlink points
+        folder, name = os.path.split(os.path.abspath(os.fsdecode(target)))
+        return os.path.join(os.path.realpath(folder), name)
+    descriptor = target if isinstance(target, int) else target.fileno()
+    return os.readlink(f"/proc/self/fd/{descriptor}")
+
+
+def _counted(name, call):
+    def hooked(target, *args, **kwargs):
+        global calls
+        path = _path(target)
+        if path == FOLDER or path.startswith(FOLDER + os.sep):
+            calls += 1
+            if calls == int(os.environ.get("TLCLI_KILL_AT", "0")):
+                os.kill(os.getpid(), signal.SIGKILL)
+            with open(os.environ["TLCLI_KILL_LOG"], "a") as log:
+                log.write(f"{name} {os.path.basename(path)}\n")
+        return call(target, *args, **kwargs)
+
+    return hooked
+
+
+if FOLDER:
+    FOLDER = os.path.realpath(FOLDER)
+    calls = 0
+    for _name in ("replace", "link", "fsync"):
+        setattr(os, _name, _counted(_name, getattr(os, _name)))
