@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -96,3 +98,13 @@ def test_usage_errors_on_training_options_exit_2(run_cli):
     assert run_cli("train", "--epochs", "0").code == 2
     assert run_cli("train", "--lr", "fast").code == 2
     assert run_cli("finetune").code == 2  # --from is required
+
+
+def test_a_num_classes_that_contradicts_the_data_is_an_error_not_ignored(run_cli):
+    result = run_cli("train", "--arch", "mlp", "--epochs", "1", "--num-classes", "3", "--out", "checkpoints/n")
+    assert result.code == 2, result.stderr
+    assert "--num-classes 3 does not match the data's 10 classes" in result.stderr and "Traceback" not in result.stderr
+    assert not Path("checkpoints/n/best.pt").exists()
+    agreeing = run_cli("train", "--arch", "mlp", "--epochs", "1", "--num-classes", "10", "--out", "checkpoints/n", "--json")
+    assert agreeing.code == 0, agreeing.stderr
+    assert torch.load("checkpoints/n/best.pt", weights_only=True)["model"]["num_classes"] == 10

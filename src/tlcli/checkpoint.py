@@ -7,6 +7,7 @@ weights_only=True)`` reads it without running pickled code. Writes go through
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,7 +103,57 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in loaded]
     if missing:
         raise CheckpointError(f"{path} is incomplete: it lacks {', '.join(missing)}")
+    problem = metadata_problem(loaded)
+    if problem:
+        raise CheckpointError(f"{path} has invalid metadata: {problem}; it is damaged or was not written by tlcli")
     return migrate(loaded)
+
+
+# Bounds far beyond any real model, small enough that a hostile value cannot ask for terabytes.
+MAX_CLASSES = 100_000
+MAX_INPUT_SIZE = 4096
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def metadata_problem(checkpoint: dict[str, Any]) -> str | None:
+    """What is wrong with the fields a model is rebuilt from, before anything is allocated by them;
+    None when they are sound."""
+    model, preprocess, classes = checkpoint["model"], checkpoint["preprocess"], checkpoint["classes"]
+    if not isinstance(model, dict) or not isinstance(model.get("arch"), str):
+        return "model.arch is not a name"
+    if not _is_int(model.get("num_classes"), 1, MAX_CLASSES):
+        return f"model.num_classes {model.get('num_classes')!r} is not a whole number from 1 to {MAX_CLASSES:,}"
+    if not isinstance(classes, list) or len(classes) != model["num_classes"] or not all(isinstance(c, str) for c in classes):
+        return f"classes is not a list of {model['num_classes']} names"
+    hidden = model.get("hidden") or []
+    if not isinstance(hidden, list) or not all(_is_int(width, 1, 65_536) for width in hidden):
+        return f"model.hidden {hidden!r} is not a list of layer widths from 1 to 65,536"
+    if not _is_number(model.get("dropout", 0.0)) or not 0.0 <= model.get("dropout", 0.0) < 1.0:
+        return f"model.dropout {model.get('dropout')!r} is not in [0, 1)"
+    if not isinstance(preprocess, dict):
+        return "preprocess is not a table"
+    size, resize = preprocess.get("input_size"), preprocess.get("resize_size")
+    if not _is_int(size, 1, MAX_INPUT_SIZE) or not _is_int(resize, 1, MAX_INPUT_SIZE):
+        return f"preprocess input_size {size!r} / resize_size {resize!r} are not whole numbers from 1 to {MAX_INPUT_SIZE}"
+    channels, mean, std = preprocess.get("channels", 3), preprocess.get("mean"), preprocess.get("std")
+    if channels not in (1, 3):
+        return f"preprocess.channels {channels!r} is not 1 or 3"
+    if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == channels
+            and all(map(_is_number, mean)) and all(_is_number(v) and v > 0 for v in std)):
+        return f"preprocess mean {mean!r} / std {std!r} are not {channels} numbers each (std positive)"
+    if not isinstance(checkpoint["state_dict"], dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint["state_dict"].values()):
+        return "state_dict is not a table of tensors"
+    freeze = checkpoint["freeze"]
+    if not isinstance(freeze, dict) or not isinstance(freeze.get("frozen"), list) or not isinstance(freeze.get("policy"), str):
+        return "freeze lacks its policy or its list of frozen parameters"
+    return None
 
 
 def migrate(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +176,13 @@ def model_from_checkpoint(checkpoint: dict[str, Any]):
         input_size=checkpoint["preprocess"]["input_size"],
         freeze="none",
     )
+    with torch.device("meta"):  # shapes only, nothing allocated: a hostile file cannot ask for terabytes
+        skeleton = build_model(config, num_classes=spec["num_classes"], load_weights=False).model.state_dict()
+    state_dict = checkpoint["state_dict"]
+    for name, tensor in skeleton.items():
+        if name in state_dict and tuple(state_dict[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"the checkpoint's weights do not fit its architecture {spec['arch']} ({name} is "
+                                  f"{tuple(state_dict[name].shape)} where the model described needs {tuple(tensor.shape)})")
     built = build_model(config, num_classes=spec["num_classes"], load_weights=False)
     try:
         built.model.load_state_dict(checkpoint["state_dict"], strict=True)

@@ -21,7 +21,7 @@ from tlcli.engine.device import Precision, resolve_device, resolve_precision, se
 from tlcli.engine.loop import Observer, Progress, Trainer
 from tlcli.engine.optim import build_criterion, build_optimizer, build_scheduler, parameter_groups
 from tlcli.engine.probe import ProbeChoice
-from tlcli.errors import DataError
+from tlcli.errors import ConfigError, DataError
 from tlcli.host import allocator_tuning, cap_threads
 from tlcli.models.freeze import apply_freeze, keeps_norm_statistics
 from tlcli.models.registry import BuiltModel, build_model
@@ -109,6 +109,10 @@ def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer |
 
 def _model(config: TrainConfig, start: Start, data: ImageData) -> BuiltModel:
     if start.checkpoint is None:
+        asked = config.model.num_classes
+        if asked is not None and asked != data.num_classes:
+            raise ConfigError(f"--num-classes {asked} does not match the data's {data.num_classes} classes "
+                              f"({', '.join(data.classes[:8])}{', ...' if data.num_classes > 8 else ''}); leave it out when training")
         return build_model(config.model, num_classes=data.num_classes)
     if data.classes != start.checkpoint["classes"]:
         raise DataError(

@@ -12,6 +12,7 @@ import os
 import pickle
 import re
 import socket
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,12 @@ def safe_torch_load(path: Path, error: type[TlcliError], what: str) -> Any:
     if path.stat().st_size == 0:
         raise error(f"{path} is empty (0 bytes), not a {what}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A plain pickle draws torch's advice about protocols; the error below says all that matters.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (KeyError, IndexError):  # the legacy unpickler meeting bytes that are no pickle opcode: a text file, say
+        raise error(f"{path} is not a readable {what}: not a PyTorch file, or corrupt") from None
     except pickle.UnpicklingError as exc:
         needed = re.search(r"GLOBAL ([\w.]+)", str(exc), re.IGNORECASE)
         if needed:
