@@ -229,6 +229,28 @@ def test_a_subset_of_the_classes_is_mapped_by_name(folder_run, run_cli, tmp_path
     assert report["accuracy"] == pytest.approx(np.trace(expected) / 5)
 
 
+def test_evaluating_other_data_writes_its_own_folder_and_keeps_the_runs(folder_run, run_cli, tmp_path):
+    run = folder_run["run"]
+    own = run_cli("evaluate", run, "--json")
+    assert own.code == 0, own.stderr
+    assert own.json()["folder"] == str(run / "eval-test")
+    kept = (run / "eval-test" / "metrics.json").read_bytes()
+
+    zoo = make_class_folder(tmp_path / "my zoo", {"cat": 10, "dog": 10, "fox": 10})
+    other = run_cli("evaluate", run, "--data", zoo)
+    assert other.code == 0, other.stderr
+    folder = run / "eval-my_zoo-test"
+    assert f"written to {folder}: confusion_matrix.png, confusion_matrix_normalized.png, confusion_matrix.csv, metrics.json" in other.stdout
+    assert json.loads((folder / "metrics.json").read_text())["data"] == str(zoo)
+    assert (run / "eval-test" / "metrics.json").read_bytes() == kept
+
+    # The training data spelled another way is still the run's own: its split, its folder.
+    same = run_cli("evaluate", run, "--data", f"{folder_run['data']}/", "--json")
+    assert same.code == 0, same.stderr
+    assert same.json()["folder"] == str(run / "eval-test")
+    assert same.json()["accuracy"] == own.json()["accuracy"] and same.json()["images"] == own.json()["images"]
+
+
 # --- predict -------------------------------------------------------------------------------------
 
 
@@ -330,14 +352,56 @@ def test_predict_csv_parses(digits_run, run_cli, tmp_path):
     result = run_cli("predict", *files, "--topk", "4", "--csv")
     assert result.code == 0, result.stderr
     rows = list(csv.reader(io.StringIO(result.stdout)))
-    assert rows[0] == ["path", "rank", "label", "probability"]
+    assert rows[0] == ["path", "rank", "label", "probability", "error"]
     assert len(rows) == 1 + 3 * 4
     for path in files:
         mine = [row for row in rows[1:] if row[0] == str(path)]
         assert [int(row[1]) for row in mine] == [1, 2, 3, 4]
         probabilities = [float(row[3]) for row in mine]
         assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0 + 1e-5
-        assert all(row[2] in CLASSES for row in mine)
+        assert all(row[2] in CLASSES and row[4] == "" for row in mine)
+
+
+def test_predict_csv_and_json_both_list_unreadable_files_with_their_error(digits_run, run_cli, tmp_path):
+    good = write_image(tmp_path / "good.png")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    missing = tmp_path / "missing.png"
+    as_json = run_cli("predict", good, broken, missing, "--json")
+    as_csv = run_cli("predict", good, broken, missing, "--csv")
+    assert as_json.code == as_csv.code == 1
+    assert _error_lines(as_json.stderr) == _error_lines(as_csv.stderr) and len(_error_lines(as_csv.stderr)) == 2
+    json_errors = {item["path"]: item["error"] for item in as_json.json() if item["error"]}
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    csv_errors = {row["path"]: row["error"] for row in rows if row["error"]}
+    assert csv_errors == json_errors and set(csv_errors) == {str(broken), str(missing)}
+    for path in (broken, missing):
+        (row,) = [row for row in rows if row["path"] == str(path)]
+        assert row["rank"] == row["label"] == row["probability"] == ""
+    assert [int(row["rank"]) for row in rows if row["path"] == str(good)] == [1, 2, 3, 4, 5]
+
+
+def test_predict_with_nothing_to_classify_is_one_error_before_the_model_loads(digits_run, run_cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    pattern = str(tmp_path / "*.png")
+    for args, reason in (
+        ([pattern], f"{pattern}: no file matches this pattern"),
+        ([tmp_path / "empty", "--json"], f"{tmp_path / 'empty'}: no image files in this folder"),
+        ([pattern, tmp_path / "gone.png", "--csv"], f"{pattern}: no file matches this pattern; {tmp_path / 'gone.png'}: no such file or folder"),
+    ):
+        # A checkpoint that does not exist: the inputs are checked first.
+        result = run_cli("predict", *args, "-c", tmp_path / "no-such-run")
+        assert result.code == 1 and result.stdout == ""
+        assert result.stderr.splitlines() == [f"Error: no images to predict: {reason}"]
+
+
+def test_topk_beyond_the_classes_is_clamped(digits_run, run_cli, tmp_path):
+    image = write_image(tmp_path / "x.png")
+    table = run_cli("predict", image, "--topk", "15")
+    assert table.code == 0, table.stderr
+    assert "#10" in table.stdout and "#11" not in table.stdout
+    as_json = run_cli("predict", image, "--topk", "15", "--json")
+    assert len(as_json.json()[0]["predictions"]) == len(CLASSES)
 
 
 def test_unreadable_and_missing_files_are_reported_and_the_rest_predicted(digits_run, run_cli, tmp_path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -45,6 +47,10 @@ def server(tmp_path_factory):
          "--concurrency", "1", "--queue", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    # Read stderr as it comes: the request log must never fill the pipe and stall the server.
+    log: list[str] = []
+    reader = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
+    reader.start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -55,8 +61,9 @@ def server(tmp_path_factory):
             time.sleep(0.3)
     else:
         process.kill()
-        pytest.fail(f"server did not start: {process.stderr.read()}")
-    yield url, folder
+        reader.join(timeout=5)
+        pytest.fail(f"server did not start: {''.join(log)}")
+    yield url, folder, log
     process.terminate()
     process.wait(timeout=10)
 
@@ -74,7 +81,7 @@ def digit(server, tmp_path_factory):
 
 
 def test_health_classes_and_page(server):
-    url, _ = server
+    url, _, _ = server
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
     assert httpx.get(f"{url}/classes").json()["classes"] == [str(d) for d in range(10)]
     page = httpx.get(f"{url}/")
@@ -82,11 +89,13 @@ def test_health_classes_and_page(server):
 
 
 def test_predict_returns_top_k(server, digit):
-    url, _ = server
+    url, _, _ = server
     path, label = digit
     answer = httpx.post(f"{url}/predict", files={"image": ("digit.png", path.read_bytes(), "image/png")})
     assert answer.status_code == 200
-    predictions = answer.json()["predictions"]
+    (result,) = answer.json()["results"]
+    predictions = result["predictions"]
+    assert result["filename"] == "digit.png" and "error" not in result
     assert len(predictions) == 5 and predictions[0]["label"] == label
     probabilities = [p["probability"] for p in predictions]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0001
@@ -94,7 +103,7 @@ def test_predict_returns_top_k(server, digit):
 
 
 def test_bad_uploads_get_json_4xx_and_the_server_keeps_serving(server, tmp_path):
-    url, _ = server
+    url, _, _ = server
     side = 12_000
     Image.new("1", (side, side)).save(tmp_path / "bomb.png", optimize=True)
     cases = [
@@ -116,7 +125,7 @@ def test_large_uploads_leave_health_answering_and_excess_uploads_get_503(server,
     """Decoding runs in a worker thread, one at a time with one more waiting: the rest are refused."""
     from tlcli.prediction import predict
 
-    url, folder = server
+    url, folder, _ = server
     path, label = digit
     # A 5000x5000 PNG decodes to 75 MB of RGB, yet its flat blocks compress under the 0.1 MB limit.
     large = tmp_path / "large.png"
@@ -154,9 +163,95 @@ def test_large_uploads_leave_health_answering_and_excess_uploads_get_503(server,
         if answer.status_code == 503:
             assert "busy" in answer.json()["error"] and int(answer.headers["retry-after"]) > 0
         else:
-            top = [(p["label"], p["probability"]) for p in answer.json()["predictions"]]
+            top = [(p["label"], p["probability"]) for p in answer.json()["results"][0]["predictions"]]
             assert [name for name, _ in top] == [name for name, _ in expected.top] and top[0][0] == label
             assert [p for _, p in top] == pytest.approx([p for _, p in expected.top], abs=1e-5)
+
+
+def _digit_pngs(count: int) -> list[tuple[bytes, str]]:
+    """The first ``count`` test-split digits of different classes, as PNG bytes with their class."""
+    from tlcli.config import DataConfig
+    from tlcli.data.sources import load_data
+
+    test = load_data(DataConfig("digits")).splits["test"]
+    pngs: dict[str, bytes] = {}
+    for index in range(len(test)):
+        label = str(test.labels[index])
+        if label not in pngs:
+            buffer = io.BytesIO()
+            test.load(index).resize((64, 64)).save(buffer, format="PNG")
+            pngs[label] = buffer.getvalue()
+        if len(pngs) == count:
+            return [(data, label) for label, data in pngs.items()]
+    raise AssertionError(f"fewer than {count} classes in the test split")
+
+
+def test_a_multi_image_post_answers_every_image_in_order_with_topk(server):
+    url, _, _ = server
+    digits = _digit_pngs(3)  # three different digits, so that the order shows
+    names = ["first.png", "second.png", "third.png"]
+    alone = [
+        httpx.post(f"{url}/predict?topk=3", files={"image": (name, data, "image/png")}).json()["results"][0]["predictions"]
+        for name, (data, _) in zip(names, digits)
+    ]
+    assert len({tuple(p["label"] for p in top) for top in alone}) == 3
+    answer = httpx.post(f"{url}/predict?topk=3", files=[("image", (name, data, "image/png")) for name, (data, _) in zip(names, digits)])
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [result["filename"] for result in results] == names
+    for result, expected in zip(results, alone):
+        assert [p["label"] for p in result["predictions"]] == [p["label"] for p in expected]
+        assert [p["probability"] for p in result["predictions"]] == pytest.approx([p["probability"] for p in expected], abs=1e-5)
+
+    # One unusable file among them: it gets its error, the others are still answered, the status says so.
+    mixed = httpx.post(f"{url}/predict", files=[("image", ("first.png", digits[0][0], "image/png")),
+                                                ("image", ("notes.txt", b"not an image", "text/plain"))])
+    assert mixed.status_code == 400
+    first, broken = mixed.json()["results"]
+    assert len(first["predictions"]) == 5 and "error" not in first
+    assert broken["predictions"] == [] and "not a usable image" in broken["error"]
+    assert mixed.json()["error"].startswith("notes.txt: not a usable image")
+
+
+def test_topk_is_clamped_to_the_classes_and_bad_values_get_json_400(server):
+    url, _, _ = server
+    ((data, _),) = _digit_pngs(1)
+    files = {"image": ("digit.png", data, "image/png")}
+    for asked, count in (("1", 1), ("10", 10), ("50", 10)):
+        answer = httpx.post(f"{url}/predict", params={"topk": asked}, files=files)
+        assert answer.status_code == 200 and len(answer.json()["results"][0]["predictions"]) == count, asked
+    for bad in ("0", "-1", "2.5", "many", ""):
+        answer = httpx.post(f"{url}/predict", params={"topk": bad}, files=files)
+        assert answer.status_code == 400 and "topk" in answer.json()["error"], bad
+
+
+def test_each_request_is_logged_on_one_line(server):
+    url, _, log = server
+    ((data, _),) = _digit_pngs(1)
+    httpx.get(f"{url}/health")
+    httpx.post(f"{url}/predict?topk=2", files=[("image", ("a.png", data, "image/png")), ("image", ("b.png", data, "image/png"))])
+    httpx.get(f"{url}/nowhere")
+    stamp, took = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", r" \d+\.\d ms "
+    wanted = [stamp + "GET /health 200" + took + "0 images$", stamp + r"POST /predict\?topk=2 200" + took + "2 images$",
+              stamp + "GET /nowhere 404" + took + "0 images$"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the line is written just after the answer is sent
+        lines = [line.rstrip("\n") for line in log]
+        if all(any(re.match(want, line) for line in lines) for want in wanted):
+            break
+        time.sleep(0.05)
+    for want in wanted:
+        assert any(re.match(want, line) for line in lines), (want, lines[-10:])
+    assert lines[0].startswith("serving ")
+
+
+def test_a_busy_port_is_one_error_and_exit_1_before_serving(server, run_cli):
+    url, folder, _ = server
+    port = url.rsplit(":", 1)[1]  # the module's server holds it
+    result = run_cli("serve", folder / "run", "--port", port)
+    assert result.code == 1
+    assert result.stderr.splitlines() == [f"Error: port {port} on 127.0.0.1 is already in use: stop what listens there or choose another --port"]
+    assert httpx.get(f"{url}/health").status_code == 200
 
 
 @pytest.mark.parametrize("option", [("--concurrency", "0"), ("--queue", "-1")])
@@ -170,7 +265,7 @@ def test_the_page_classifies_an_uploaded_photo_in_a_real_browser(server, digit, 
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (make test installs it when it can)")
     playwright = pytest.importorskip("playwright.sync_api")
-    url, folder = server
+    url, folder, _ = server
     path, label = digit
     with playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
 from tlcli.config import TrainConfig
 from tlcli.data.dataset import SPLITS, ImageData
 from tlcli.data.loading import TransformedImages, make_loader
-from tlcli.data.sources import load_data
+from tlcli.data.sources import load_data, resolve_folder
 from tlcli.data.transforms import build_transform
 from tlcli.engine.device import default_workers, resolve_device, resolve_precision
 from tlcli.engine.loop import evaluate
@@ -36,6 +37,7 @@ class EvaluationResult:
     metrics: ClassificationMetrics
     fit: dict[str, Any] | None  # train - val accuracy gap at the checkpoint's last epoch, and its reading
     mistakes: list[dict[str, Any]]  # the most confidently wrong predictions
+    folder: str = ""  # where the figures and metrics.json went
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -49,6 +51,7 @@ class EvaluationResult:
             **self.metrics.to_dict(),
             "fit": self.fit,
             "most_confident_mistakes": self.mistakes,
+            "folder": self.folder,
             "files": self.files,
             "notes": self.notes,
         }
@@ -74,8 +77,28 @@ def _fit_gap(history: list[dict]) -> dict[str, Any] | None:
             "verdict": fit_verdict(last["train_acc"], last["val_acc"])}
 
 
+def _same_source(other: str, trained: str) -> bool:
+    """Whether ``--data`` names the data the checkpoint trained on, however its path is spelled."""
+    if other == trained:
+        return True
+    mine, theirs = resolve_folder(other), resolve_folder(trained)
+    return mine is not None and theirs is not None and mine.resolve() == theirs.resolve()
+
+
+def _default_folder(run: Path, split: str, other: str | None) -> Path:
+    """``eval-<split>`` for the checkpoint's own data; other data gets ``eval-<its name>-<split>``,
+    so that evaluating elsewhere never overwrites the run's own metrics."""
+    if other is None:
+        return run / f"eval-{split}"
+    folder = resolve_folder(other)
+    name = folder.resolve().name if folder is not None else Path(other).name
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "data"
+    return run / f"eval-{name}-{split}"
+
+
 def _write_outputs(out: Path, result: EvaluationResult, classes: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    result.folder = str(out)
     matrix = result.metrics.confusion
     with np.errstate(invalid="ignore", divide="ignore"):
         normalized = np.nan_to_num(matrix / matrix.sum(axis=1, keepdims=True))
@@ -117,7 +140,7 @@ def evaluate_checkpoint(
     dataset = load_data(data_config)
     notes = list(dataset.notes)
     recorded = checkpoint["data"]["split"].get("fingerprints", {}).get(split)
-    same_source = data is None or data == config.data.source
+    same_source = data is None or _same_source(data, config.data.source)
     if same_source and recorded and dataset.split_info.get("fingerprints", {}).get(split) != recorded:
         notes.append(f"the {split} files differ from those at training time: the data changed since")
     images = dataset.splits[split]
@@ -151,5 +174,6 @@ def evaluate_checkpoint(
         for i in ranked
     ]
     result = EvaluationResult(path, split, dataset.source, passed.images, passed.loss, metrics, _fit_gap(checkpoint["history"]), worst, notes=notes)
-    _write_outputs(Path(out) if out else path.parent / f"eval-{split}", result, classes)
+    folder = Path(out) if out else _default_folder(path.parent, split, None if same_source else data)
+    _write_outputs(folder, result, classes)
     return result

@@ -123,11 +123,11 @@ def predict(
     """Returns the checkpoint or model used and one Prediction per input image, failures included."""
     if topk < 1:
         raise TlcliError(f"top-k must be at least 1, got {topk}")
+    files, results = expand_inputs(inputs)
+    if not files:  # checked before the model loads: nothing to classify is an error, not an empty table
+        raise TlcliError("no images to predict: " + ("; ".join(f"{r.path}: {r.error}" for r in results) or "none given"))
     classifier = load_classifier(checkpoint, model_file=model_file, device=device)
     classes = classifier.classes
-    files, results = expand_inputs(inputs)
-    if not files and not results:
-        raise TlcliError("no images given")
     k = min(topk, len(classes))
     by_path: dict[Path, Prediction] = {}
     batch: list[tuple[Path, torch.Tensor]] = []

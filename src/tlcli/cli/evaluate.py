@@ -19,7 +19,7 @@ def evaluate(
     amp: options.Amp = "auto",
     workers: options.Workers = None,
     mistakes: Annotated[int, typer.Option("--mistakes", min=0, help="How many of the most confident mistakes to list.")] = 10,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Folder for the figures and metrics [default: <run>/eval-<split>].")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Folder for the figures and metrics [default: <run>/eval-<split>; with --data, <run>/eval-<data name>-<split>].")] = None,
     as_json: options.JsonOption = False,
 ) -> None:
     """Evaluate a checkpoint on the held-out split it was trained beside (rebuilt exactly).
@@ -63,4 +63,4 @@ def evaluate(
         for row in result.mistakes:
             worst.add_row(row["image"], row["true"], row["predicted"], f"{row['confidence']:.3f}")
         output.out.print(worst)
-    output.out.print("\n".join(f"{name}: {path}" for name, path in result.files.items()), markup=False)
+    output.out.print(f"written to {result.folder}: {', '.join(result.files)}", markup=False)

@@ -20,12 +20,13 @@ def predict(
     topk: Annotated[int, typer.Option("--topk", "-k", min=1, help="How many classes to show per image.")] = 5,
     device: options.Device = "auto",
     batch_size: options.BatchSize = 32,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV (path, rank, label, probability) instead of a table.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV (path, rank, label, probability, error) instead of a table.")] = False,
     as_json: options.JsonOption = False,
 ) -> int:
     """Classify images with a trained checkpoint, using the preprocessing it was trained with.
 
-    Unreadable files are reported and the rest still predicted; the exit code is then 1.
+    Unreadable files are reported on stderr and the rest still predicted; the exit code is then 1.
+    --json and --csv list them too, each with its error and no classes.
     """
     from tlcli.prediction import predict as run_predict
 
@@ -36,11 +37,15 @@ def predict(
         output.print_json([p.to_dict() for p in predictions])
     elif as_csv:
         writer = csv.writer(sys.stdout)
-        writer.writerow(["path", "rank", "label", "probability"])
+        writer.writerow(["path", "rank", "label", "probability", "error"])
         for p in predictions:
-            writer.writerows([p.path, rank, label, f"{prob:.6f}"] for rank, (label, prob) in enumerate(p.top, start=1))
+            writer.writerows([p.path, rank, label, f"{prob:.6f}", ""] for rank, (label, prob) in enumerate(p.top, start=1))
+            if p.error:
+                writer.writerow([p.path, "", "", "", p.error])
     else:
-        table = Table(Column("image", overflow="fold"), "prediction", "probability", *(f"#{i}" for i in range(2, topk + 1)))
+        # The library clamps --topk to the number of classes: one column per class returned.
+        shown = max(len(p.top) for p in predictions)
+        table = Table(Column("image", overflow="fold"), "prediction", "probability", *(f"#{i}" for i in range(2, shown + 1)))
         for p in predictions:
             if p.top:
                 rest = [f"{label} {prob:.3f}" for label, prob in p.top[1:]]
