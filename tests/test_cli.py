@@ -82,3 +82,9 @@ def test_no_color_is_honoured_even_on_a_forced_terminal():
     )
     assert done.returncode == 1
     assert "\x1b[3" not in done.stderr and "Error: unknown architecture" in done.stderr
+
+
+def test_tables_in_a_pipe_are_plain_ascii(run_cli):
+    result = run_cli("models", "resnet1")
+    assert result.code == 0
+    assert "| resnet18" in result.stdout and result.stdout.isascii()

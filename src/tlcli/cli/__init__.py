@@ -16,17 +16,19 @@ import typer
 
 from tlcli import __version__
 from tlcli.cli import output
+from tlcli.cli.help import HELP_OPTION_NAMES, command_tree, epilog
 from tlcli.errors import ConfigError, TlcliError
 
-EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure (one 'Error:' line on stderr), 2 usage error."
+EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure (one 'Error:' line on stderr), 2 usage error, 130 interrupted."
 
 app = typer.Typer(
     name="tlcli",
-    help=f"Transfer learning for image classification.\n\n{EXIT_CODES_HELP}",
+    help="Transfer learning for image classification.",
+    epilog=epilog("", EXIT_CODES_HELP),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": HELP_OPTION_NAMES},
 )
 
 _debug = False
@@ -40,7 +42,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of errors (also after the command: tlcli train --debug).")] = False,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
 ) -> None:
     global _debug
@@ -50,32 +52,40 @@ def _root(
 def _register() -> None:
     from tlcli.cli import bench, compare, data, diagnose, evaluate, export, models, predict, report, serve, summary, train
 
-    app.command("train", epilog=train.EPILOG)(train.train)
-    app.command("finetune", epilog=train.EPILOG)(train.finetune)
-    app.command("evaluate", epilog=EXIT_CODES_HELP)(evaluate.evaluate)
-    app.command("export", epilog=export.EPILOG)(export.export)
-    app.command("serve", epilog="Exit codes: 0 stopped, 1 the model could not be loaded or the port is taken, 2 usage error.")(serve.serve)
-    app.command("compare", epilog=compare.EPILOG)(compare.compare)
-    app.command("report", epilog=EXIT_CODES_HELP)(report.report)
-    app.command("sanity", epilog="Exit codes: 0 all checks pass, 1 a check failed or a runtime failure, 2 usage error.")(diagnose.sanity)
-    app.command("lr-find", epilog=EXIT_CODES_HELP)(diagnose.lr_find)
-    app.command("predict", epilog="Exit codes: 0 all predicted, 1 a failure or any unreadable image, 2 usage error.")(predict.predict)
-    app.command("summary", epilog=EXIT_CODES_HELP)(summary.summary)
-    app.command("models", epilog=EXIT_CODES_HELP)(models.models)
-    app.command("bench", epilog=bench.EPILOG)(bench.bench)
-    app.add_typer(data.app, name="data")
+    app.command("train", epilog=epilog("train", train.EPILOG))(train.train)
+    app.command("finetune", epilog=epilog("finetune", train.EPILOG))(train.finetune)
+    app.command("evaluate", epilog=epilog("evaluate", EXIT_CODES_HELP))(evaluate.evaluate)
+    app.command("export", epilog=epilog("export", export.EPILOG))(export.export)
+    app.command("serve", epilog=epilog("serve", "Exit codes: 0 stopped, 1 the model could not be loaded or the port is taken, 2 usage error."))(serve.serve)
+    app.command("compare", epilog=epilog("compare", compare.EPILOG))(compare.compare)
+    app.command("report", epilog=epilog("report", EXIT_CODES_HELP))(report.report)
+    app.command("sanity", epilog=epilog("sanity", "Exit codes: 0 all checks pass, 1 a check failed or a runtime failure, 2 usage error, 130 interrupted."))(diagnose.sanity)
+    app.command("lr-find", epilog=epilog("lr-find", EXIT_CODES_HELP))(diagnose.lr_find)
+    app.command("predict", epilog=epilog("predict", "Exit codes: 0 all predicted, 1 a failure or any unreadable image, 2 usage error, 130 interrupted."))(predict.predict)
+    app.command("summary", epilog=epilog("summary", EXIT_CODES_HELP))(summary.summary)
+    app.command("models", epilog=epilog("models", EXIT_CODES_HELP))(models.models)
+    app.command("bench", epilog=epilog("bench", bench.EPILOG))(bench.bench)
+    app.add_typer(data.app, name="data", epilog=epilog("data", EXIT_CODES_HELP))
 
 
 _register()
+
+
+def _debug_first(args: list[str]) -> list[str]:
+    """--debug is tlcli's own option, but people type it after the command too: move it first."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug", *(arg for arg in args[:end] if arg != "--debug"), *args[end:]]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting, so tests can call it in-process."""
     global _debug
     _debug = False
-    command = typer.main.get_command(app)
+    args = _debug_first(list(sys.argv[1:] if argv is None else argv))
     try:
-        result = command.main(args=argv, prog_name="tlcli", standalone_mode=False)
+        result = command_tree(app).main(args=args, prog_name="tlcli", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):

@@ -9,7 +9,7 @@ import typer
 
 from tlcli.cli import options, output
 
-EPILOG = "Exit codes: 0 every target met, 1 a target missed or a runtime failure, 2 usage error."
+EPILOG = "Exit codes: 0 every target met, 1 a target missed or a runtime failure, 2 usage error, 130 interrupted."
 
 
 def _cell(value: float, unit: str) -> str:
@@ -27,7 +27,7 @@ def render_table(rows: list[dict]) -> None:
             str(row["target"]), row["name"], row["baseline"], _cell(row["baseline_value"], row["unit"]),
             _cell(row["tlcli_value"], row["unit"]), f"{row['ratio']:.2f}x", row["goal"], "pass" if row["passed"] else "FAIL",
         )
-    output.out.print(table)
+    output.print_table(table)
 
 
 def bench(
@@ -38,7 +38,7 @@ def bench(
     size: Annotated[int, typer.Option("--size", min=32, help="The model's input size.")] = 224,
     full_images: Annotated[int, typer.Option("--full-images", min=1, max=1797, help="Images per epoch of the full fine-tune comparison.")] = 96,
     workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Where the temporary images and runs go [default: the system's temp folder].")] = None,
-    save: Annotated[Optional[Path], typer.Option("--save", help="Also write the JSON report to this file.")] = None,
+    save: Annotated[Optional[Path], typer.Option("--save", help="Also write the JSON report to this file [default: none].")] = None,
     as_json: options.JsonOption = False,
 ) -> None:
     """Measure tlcli against plain PyTorch loops on this machine: phase-1 speed-up, full

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import shlex
-import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,9 +13,12 @@ from rich.table import Table
 
 from tlcli.cli import options, output
 from tlcli.cli.progress import make_observer
+from tlcli.cli.train_options import option_values, parse_train_options, read_options_file, warnings_about, with_train_options
 from tlcli.errors import TlcliError
 
-EPILOG = "Exit codes: 0 success, 1 runtime failure, 2 usage error (also a bad option inside --run/--sweep/--base)."
+# Train options that only the study sets: where each run goes.
+_PER_STUDY = ("out", "overwrite")
+EPILOG = "Exit codes: 0 success, 1 runtime failure, 2 usage error (also a bad option inside --run/--sweep/--base or --config), 130 interrupted (run it again with the same --out to finish)."
 
 
 def parse_run(text: str) -> tuple[str, str]:
@@ -42,39 +44,53 @@ def sweep_runs(key: str, values: list) -> list[tuple[str, str]]:
     return [(f"{key}={value}", f"{flag} {shlex.quote(value)}") for value in (str(v).strip() for v in values) if value]
 
 
-def _study_file(path: Path) -> tuple[str, int, list[tuple[str, str]]]:
-    try:
-        document = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise TlcliError(f"cannot read study file {path}: {exc}") from None
+def _study_file(path: Path) -> tuple[dict, str, int, list[tuple[str, str]]]:
+    """A study file: train options as in ``train --config`` (shared by every run), and base,
+    folds, [runs] and [sweep]."""
+    values, document = read_options_file(path, extra=("base", "folds", "runs", "sweep"), leave_out=_PER_STUDY)
     runs = [(str(name), str(opts)) for name, opts in document.get("runs", {}).items()]
-    for key, values in document.get("sweep", {}).items():
-        runs += sweep_runs(key, values if isinstance(values, list) else [values])
-    return str(document.get("base", "")), int(document.get("folds", 0)), runs
+    for key, values_of_key in document.get("sweep", {}).items():
+        runs += sweep_runs(key, values_of_key if isinstance(values_of_key, list) else [values_of_key])
+    return values, str(document.get("base", "")), int(document.get("folds", 0)), runs
 
 
-def train_config(arguments: list[str]):
-    """A TrainConfig from 'tlcli train' options given as a list of arguments."""
-    from tlcli.cli.train_options import parse_train_options
-
+def _per_run(arguments: list[str]) -> list[str]:
     forbidden = {"--out", "-o", "--resume", "--overwrite", "--json"} & set(arguments)
     if forbidden:
         raise TlcliError(f"{', '.join(sorted(forbidden))} cannot be set per run: the study decides where runs go")
-    return parse_train_options(arguments)
+    return arguments
 
 
+def train_config(arguments: list[str], defaults: dict):
+    """A TrainConfig from 'tlcli train' options given as a list of arguments, over ``defaults``."""
+    return parse_train_options(_per_run(arguments), defaults)
+
+
+def _shared(given: dict, file_values: dict, file_base: str) -> dict:
+    """The options every run starts from: the study file's, then the train options given directly."""
+    return {**option_values(_per_run(shlex.split(file_base)), file_values), **given}
+
+
+def _title(given: dict, base: str) -> str:
+    direct = " ".join(f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}") for name, value in given.items())
+    return f"{direct} {base}".strip()
+
+
+@with_train_options(leave_out=(*_PER_STUDY, "config_file"))
 def compare(
-    run: Annotated[Optional[list[str]], typer.Option("--run", "-r", help="A configuration as 'NAME: TRAIN OPTIONS'; repeat for each.")] = None,
-    sweep: Annotated[Optional[str], typer.Option("--sweep", "-s", help="One option's values, one run each: OPTION=V1,V2,... (e.g. freeze=blocks:0,blocks:1).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="A TOML study file: base = '...', folds = K, [runs] NAME = '...', [sweep] OPTION = [...].")] = None,
-    base: Annotated[str, typer.Option("--base", "-b", help="Train options every run shares, e.g. '--data digits --epochs 5'.")] = "",
+    given: dict,
+    run: Annotated[Optional[list[str]], typer.Option("--run", "-r", help="A configuration as 'NAME: TRAIN OPTIONS'; repeat for each [default: none].")] = None,
+    sweep: Annotated[Optional[str], typer.Option("--sweep", "-s", help="One option's values, one run each: OPTION=V1,V2,... (e.g. freeze=blocks:0,blocks:1) [default: none].")] = None,
+    study_file: Annotated[Optional[Path], typer.Option("--config", help="A TOML study file: train options as in 'train --config', base = '...', folds = K, [runs] NAME = '...', [sweep] OPTION = [...] [default: none].")] = None,
+    base: Annotated[str, typer.Option("--base", help="Train options every run shares, as one string for scripts, e.g. '--data digits --epochs 5' [default: none].", show_default=False)] = "",
     folds: Annotated[int, typer.Option("--folds", min=0, help="Stratified K-fold cross-validation of every configuration (0: off).")] = 0,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Study folder; reuse it to finish an interrupted study [default: checkpoints/study-<timestamp>].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Study folder; reuse it to finish an interrupted study [default: checkpoints/study-TIME].")] = None,
     as_json: options.JsonOption = False,
 ) -> None:
     """Train several configurations on the same data split and seed, and compare them.
 
-    Prints and writes (comparison.csv/json) a table of trainable/total parameters, epochs,
+    Train options given directly (or in --base) are shared by every run; a run's own options
+    win. Prints and writes (comparison.csv/json) a table of trainable/total parameters, epochs,
     training time, best val accuracy and loss, test accuracy, macro F1 and the train-val gap
     with its verdict, and draws accuracy.png, loss.png, overfitting_gap.png, convergence.png,
     params_vs_time.png and test_accuracy.png.
@@ -85,21 +101,25 @@ def compare(
     runs = [parse_run(text) for text in run or []]
     if sweep:
         runs += parse_sweep(sweep)
-    if config is not None:
-        file_base, file_folds, file_runs = _study_file(config)
-        base = f"{file_base} {base}".strip()
+    file_values, file_base = {}, ""
+    if study_file is not None:
+        file_values, file_base, file_folds, file_runs = _study_file(study_file)
         folds = folds or file_folds
         runs += file_runs
     if len(runs) < 1:
         raise TlcliError("nothing to compare: give --run 'NAME: OPTIONS' (repeatable), --sweep OPTION=V1,V2 or --config FILE")
-    configs = [(name, train_config(shlex.split(base) + shlex.split(opts))) for name, opts in runs]
+    shared = _shared(given, file_values, file_base)
+    configs = [(name, train_config(shlex.split(base) + shlex.split(opts), shared)) for name, opts in runs]
+    for warning in dict.fromkeys(warning for _, config in configs for warning in warnings_about(config)):
+        output.warn(warning)
     study_dir = out or checkpoints_root() / f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
     def observer_for(label: str):
         output.info(f"== {label}")
         return make_observer()
 
-    result = run_study(configs, study_dir, folds=folds, observer_for=observer_for, title=base)
+    title = _title(given, f"{file_base} {base}".strip())
+    result = run_study(configs, study_dir, folds=folds, observer_for=observer_for, title=title)
     for label in result.skipped:
         output.info(f"{label}: already finished, not trained again")
     if as_json:
@@ -128,4 +148,4 @@ def render_table(table_rows: list[dict], title: str) -> None:
             _number(row, "best_val_loss", ".4f"), _number(row, "test_acc", ".4f"), _number(row, "f1_macro", ".4f"),
             _number(row, "gap", "+.3f"), row["verdict"],
         )
-    output.out.print(table)
+    output.print_table(table)

@@ -9,13 +9,14 @@ import typer
 from rich.table import Table
 
 from tlcli.cli import options, output
+from tlcli.cli.help import epilog
 from tlcli.config import DataConfig
 
 app = typer.Typer(help="Inspect data sets.", no_args_is_help=True)
 _DEFAULTS = DataConfig()
 
 
-@app.command("check", epilog="Exit codes: 0 trainable, 1 not trainable or unreadable, 2 usage error.")
+@app.command("check", epilog=epilog("data check", "Exit codes: 0 trainable, 1 not trainable or unreadable, 2 usage error, 130 interrupted."))
 def check(
     path: Annotated[str, typer.Argument(help="A folder, a name under data/, or a built-in set.")],
     val_split: options.ValSplit = _DEFAULTS.val_split,
@@ -52,7 +53,7 @@ def _render(report) -> None:
         table.add_row(name, *map(str, row), str(sum(row)))
     totals = [sum(counts[split].values()) for split in counts]
     table.add_row("all", *map(str, totals), str(sum(totals)), style="bold")
-    output.out.print(table)
+    output.print_table(table)
     sizes = report.sizes
     output.out.print(
         f"imbalance ratio (largest / smallest class): {report.imbalance_ratio:.2f}\n"
@@ -73,11 +74,11 @@ def _render(report) -> None:
         output.warn(note)
 
 
-@app.command("export", epilog="Exit codes: 0 success, 1 runtime failure, 2 usage error.")
+@app.command("export", epilog=epilog("data export", "Exit codes: 0 success, 1 runtime failure, 2 usage error, 130 interrupted."))
 def export(
     source: Annotated[str, typer.Argument(help="A folder, a name under data/, or a built-in set.")],
     dest: Annotated[Path, typer.Argument(help="New folder to write <split>/<class>/<n>.png into.")],
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many images per split and class.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many images per split and class [default: all].")] = None,
     val_split: options.ValSplit = _DEFAULTS.val_split,
     test_split: options.TestSplit = _DEFAULTS.test_split,
     seed: options.Seed = _DEFAULTS.seed,
@@ -86,7 +87,7 @@ def export(
 ) -> None:
     """Write a data set as PNG files in a pre-split folder (train/val/test/<class>/).
 
-    Training on the folder reproduces the source's split; e.g. tlcli data export digits data/digits-png
+    Training on the folder reproduces the source's split.
     """
     from tlcli.data.export import export_images
 

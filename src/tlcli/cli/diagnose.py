@@ -33,7 +33,7 @@ def sanity(
         table = Table("check", "result", "detail", title="sanity")
         for check in report.checks:
             table.add_row(check.name, "pass" if check.passed else "FAIL", check.detail)
-        output.out.print(table)
+        output.print_table(table)
     if not report.passed:
         output.error("sanity check failed: " + ", ".join(c.name for c in report.checks if not c.passed))
     return 0 if report.passed else 1
@@ -45,7 +45,7 @@ def lr_find(
     start_lr: Annotated[float, typer.Option("--start-lr", help="Lowest learning rate tried.")] = 1e-7,
     end_lr: Annotated[float, typer.Option("--end-lr", help="Highest learning rate tried.")] = 10.0,
     iterations: Annotated[int, typer.Option("--iterations", min=5, help="Batches in the sweep.")] = 100,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Where to draw the curve [default: checkpoints/lr-find-<arch>-<timestamp>.png].")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Where to draw the curve [default: lr-find-ARCH-TIME.png in checkpoints/].")] = None,
     as_json: options.JsonOption = False,
 ) -> None:
     """The learning-rate range test: raise the rate exponentially for a number of batches, plot the

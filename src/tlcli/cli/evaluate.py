@@ -50,7 +50,7 @@ def evaluate(
     table = Table("class", "precision", "recall", "f1", "support", title="per class")
     for row in m.per_class:
         table.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
-    output.out.print(table)
+    output.print_table(table)
     if result.fit:
         fit = result.fit
         output.out.print(
@@ -62,5 +62,5 @@ def evaluate(
         worst = Table(Column("image", overflow="fold"), "true", "predicted", "confidence", title="most confident mistakes")
         for row in result.mistakes:
             worst.add_row(row["image"], row["true"], row["predicted"], f"{row['confidence']:.3f}")
-        output.out.print(worst)
+        output.print_table(worst)
     output.out.print(f"written to {result.folder}: {', '.join(result.files)}", markup=False)

@@ -9,16 +9,17 @@ import typer
 
 from tlcli.cli import options, output
 
-EPILOG = "Exit codes: 0 exported and parity holds, 1 a failure or a failed parity check, 2 usage error."
+_GRAPH = "Graph"
+EPILOG = "Exit codes: 0 exported and parity holds, 1 a failure or a failed parity check, 2 usage error, 130 interrupted."
 
 
 def export(
     checkpoint: Annotated[Optional[str], typer.Argument(help="A checkpoint file, run folder or run name [default: the latest run's best.pt].")] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="onnx | torchscript.")] = "onnx",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file [default: next to the checkpoint, best.onnx or best.torchscript.pt].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file [default: beside the checkpoint, its name with .onnx or .torchscript.pt].")] = None,
     opset: Annotated[int, typer.Option("--opset", min=11, help="ONNX opset version.")] = 18,
-    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--fixed-batch", help="Let the exported model take any batch size.")] = True,
-    embed_preprocessing: Annotated[bool, typer.Option("--embed-preprocessing", help="Normalise inside the graph: the model takes resized uint8 RGB.")] = False,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--fixed-batch", help="Let the exported model take any batch size.", rich_help_panel=_GRAPH)] = True,
+    embed_preprocessing: Annotated[bool, typer.Option("--embed-preprocessing", help="Normalise inside the graph: the model takes resized uint8 RGB.", rich_help_panel=_GRAPH)] = False,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Check parity on these images [default: generated images].")] = None,
     as_json: options.JsonOption = False,
 ) -> int:

@@ -11,7 +11,7 @@ from tlcli.cli import options, output
 
 
 def models(
-    pattern: Annotated[Optional[str], typer.Argument(help="Glob or substring to filter by (resnet*, vit); timm:<glob> lists timm's models.")] = None,
+    pattern: Annotated[Optional[str], typer.Argument(help="Glob or substring to filter by (resnet*, vit); timm:<glob> lists timm's models [default: the baselines and every torchvision classifier].")] = None,
     as_json: options.JsonOption = False,
 ) -> None:
     """List the architectures tlcli can build, with their ImageNet parameter count and input size."""
@@ -25,5 +25,5 @@ def models(
     for info in found:
         params = f"{info.params / 1e6:.1f} M" if info.params else "-"
         table.add_row(info.name, info.source, params, str(info.input_size or "-"), info.pretrained or "-")
-    output.out.print(table)
+    output.print_table(table)
     output.info(f"{len(found)} architectures")

@@ -53,6 +53,13 @@ def _arch(value: str | None) -> str | None:
     return value
 
 
+def positive(value: float | None) -> float | None:
+    """A callback refusing zero and below (Typer's ``min`` lets the bound itself through)."""
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"{value:g} is not > 0")
+    return value
+
+
 def _device(value: str | None) -> str | None:
     if value is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
         raise typer.BadParameter(f"'{value}' is not one of auto, cpu, cuda, cuda:N, mps")
@@ -135,21 +142,22 @@ Accumulate = Annotated[int, typer.Option("--accumulate", min=1, help="Batches pe
 ClassWeights = Annotated[str, typer.Option("--class-weights", help="none | balanced (inverse class frequency in the loss).", rich_help_panel=_OPT, callback=_choice("optim", "class_weights"))]
 
 _RUN = "Run"
+_SPEED = "Speed"
 Epochs = Annotated[int, typer.Option("--epochs", "-e", min=1, help="Epochs to train.", rich_help_panel=_RUN)]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.", rich_help_panel=_RUN)]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.", rich_help_panel=_RUN, callback=_device)]
 Amp = Annotated[str, typer.Option("--amp", help="auto | bf16 | fp16 | off. auto: bf16 (else fp16) on CUDA, off on the CPU.", rich_help_panel=_RUN, callback=_choice("run", "amp"))]
-ChannelsLast = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="channels-last memory format [default: on for convolutional networks].", rich_help_panel=_RUN, show_default=False)]
+ChannelsLast = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="channels-last memory format [default: on for convolutional networks].", rich_help_panel=_SPEED, show_default=False)]
 _CACHE = "Caches"
 CacheFeatures = Annotated[str, typer.Option("--cache-features", help="auto | on | off: train the head on backbone features computed once (auto: when the backbone is frozen and in inference mode).", rich_help_panel=_CACHE, callback=_choice("run", "cache_features"))]
 FeatureViews = Annotated[int, typer.Option("--feature-views", min=1, help="With augmentation and cached features: augmented views cached per image, one drawn per epoch.", rich_help_panel=_CACHE)]
 CacheImages = Annotated[str, typer.Option("--cache-images", help="auto | memory | disk | off: decode and resize each image once (auto: memory when it fits, else disk).", rich_help_panel=_CACHE, callback=_choice("run", "cache_images"))]
-CacheDir = Annotated[Optional[str], typer.Option("--cache-dir", help="Keep caches here for later runs (features are reused only when given) [default for disk images: $TLCLI_CACHE_DIR or ~/.cache/tlcli].", rich_help_panel=_CACHE)]
-Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first epoch).", rich_help_panel=_RUN)]
+CacheDir = Annotated[Optional[str], typer.Option("--cache-dir", help="Keep caches here for later runs (features are reused only when given) [default: none; images cached on disk go to $TLCLI_CACHE_DIR or ~/.cache/tlcli].", rich_help_panel=_CACHE)]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first epoch).", rich_help_panel=_SPEED)]
 Workers = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data loader processes [default: 0 on 2 cores or fewer, else cores-1, at most 8].", rich_help_panel=_RUN)]
 Deterministic = Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms: identical runs for the same seed.", rich_help_panel=_RUN)]
 Monitor = Annotated[str, typer.Option("--monitor", help="val_loss | val_acc: picks best.pt and drives early stopping.", rich_help_panel=_RUN, callback=_choice("run", "monitor"))]
 Patience = Annotated[int, typer.Option("--patience", min=0, help="Stop after this many epochs without improvement; 0 never stops early.", rich_help_panel=_RUN)]
-Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder [default: checkpoints/<data>-<arch>-<timestamp>].", rich_help_panel=_RUN)]
+Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder [default: DATA-ARCH-TIME in checkpoints/].", rich_help_panel=_RUN)]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Reuse an --out folder that already holds a run.", rich_help_panel=_RUN)]
-Tensorboard = Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard scalars to <run>/tensorboard (extra tlcli[tensorboard]).", rich_help_panel=_RUN)]
+Tensorboard = Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard scalars to <run>/tensorboard (the tensorboard extra: pip install tlcli[tensorboard]).", rich_help_panel=_RUN)]

@@ -10,7 +10,9 @@ import json
 import sys
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 # file=None makes Rich look up sys.stdout / sys.stderr at each write, so redirection works.
 # Off a terminal Rich assumes 80 columns; logs and pipes get room for full paths instead.
@@ -23,6 +25,13 @@ def print_json(document: Any) -> None:
     """Exactly one JSON document on stdout."""
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def print_table(table: Table) -> None:
+    """A table on stdout, drawn in plain ASCII when stdout is not a terminal (logs, pipes, files)."""
+    if not out.is_terminal:
+        table.box = box.ASCII
+    out.print(table)
 
 
 def warn(message: str) -> None:

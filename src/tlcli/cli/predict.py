@@ -16,7 +16,7 @@ from tlcli.cli import options, output
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image files, folders (every image below) or globs.")],
     checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="Checkpoint file, run folder or run name [default: the latest run's best.pt].")] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="An ONNX model exported by 'tlcli export', run with onnxruntime instead of a checkpoint.")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="An ONNX model exported by 'tlcli export', run with onnxruntime instead of a checkpoint [default: none].")] = None,
     topk: Annotated[int, typer.Option("--topk", "-k", min=1, help="How many classes to show per image.")] = 5,
     device: options.Device = "auto",
     batch_size: options.BatchSize = 32,
@@ -50,7 +50,7 @@ def predict(
             if p.top:
                 rest = [f"{label} {prob:.3f}" for label, prob in p.top[1:]]
                 table.add_row(p.path, p.top[0][0], f"{p.top[0][1]:.3f}", *rest)
-        output.out.print(table)
+        output.print_table(table)
     for p in failed:
         output.error(f"{p.path}: {p.error}")
     return 1 if failed else 0

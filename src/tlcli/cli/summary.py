@@ -11,7 +11,7 @@ from tlcli.config import DEFAULT_ARCH
 
 
 def summary(
-    checkpoint: Annotated[Optional[str], typer.Argument(help="A checkpoint file, run folder or run name to summarise as saved.")] = None,
+    checkpoint: Annotated[Optional[str], typer.Argument(help="A checkpoint file, run folder or run name to summarise as saved [default: the latest run, unless --arch is given].")] = None,
     arch: Annotated[Optional[str], typer.Option("--arch", "-a", help=f"Architecture to summarise [default: the latest run's checkpoint if any, else {DEFAULT_ARCH}].", rich_help_panel="Model")] = None,
     num_classes: options.NumClasses = None,
     weights: options.Weights = None,

@@ -41,7 +41,7 @@ def _render(result) -> None:
 def train(
     config: TrainConfig,
     folds: Annotated[int, typer.Option("--folds", min=0, help="Stratified K-fold cross-validation on train+val: one model per fold, mean ± std (0: off).", rich_help_panel="Run")] = 0,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run from its last.pt (only --epochs may change).", rich_help_panel="Run")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run from its last.pt (only --epochs may change) [default: a new run].", rich_help_panel="Run")] = None,
     as_json: options.JsonOption = False,
     changed: frozenset[str] = frozenset(),
 ) -> None:
@@ -92,12 +92,12 @@ def finetune(
     source: Annotated[str, typer.Option("--from", help="The phase-1 run: a run folder, a run name under checkpoints/, or a checkpoint file.")],
     unfreeze: Annotated[str, typer.Option("--unfreeze", callback=options.check_unfreeze, help="all, or a --freeze policy for what stays frozen: last:N trains the last N layers, blocks:N keeps the first N stages frozen.")] = "all",
     epochs: options.Epochs = 5,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Learning rate of the head (the reports' phase-2 rate).", rich_help_panel="Optimisation")] = FINETUNE_LR,
+    lr: Annotated[float, typer.Option("--lr", callback=options.positive, help="Learning rate of the head, x>0 (the reports' phase-2 rate).", rich_help_panel="Optimisation")] = FINETUNE_LR,
     backbone_lr_mult: Annotated[float, typer.Option("--backbone-lr-mult", min=0.0, help="Backbone learning rate as a multiple of the head's (a tenth keeps the head's fit while the backbone adapts).", rich_help_panel="Optimisation")] = FINETUNE_BACKBONE_LR_MULT,
     bn_train: options.BnTrain = False,
     monitor: Annotated[str, typer.Option("--monitor", callback=options.check_monitor, rich_help_panel="Run",
                                          help="val_acc | val_loss: picks best.pt (after the linear probe the val loss stays flat while accuracy climbs).")] = "val_acc",
-    out: options.Out = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder [default: DATA-ARCH-TIME-ft beside phase 1's].", rich_help_panel="Run")] = None,
     overwrite: options.Overwrite = False,
     as_json: options.JsonOption = False,
     overrides: dict[str, dict] | None = None,

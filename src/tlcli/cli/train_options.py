@@ -1,18 +1,23 @@
 """Every ``tlcli train`` option, declared once and composed into each command that trains
-(train, sanity, lr-find; compare reads its --run/--base strings through the same group), in the
-manner of sqlite-utils' option-group decorators. The command receives one ``TrainConfig``,
-built by keyword; values with fixed choices were checked by the options' callbacks, before any
-data is read (exit 2)."""
+(train, sanity, lr-find, compare; compare also reads its --run/--base strings through the same
+group), in the manner of sqlite-utils' option-group decorators. The command receives one
+``TrainConfig``, built by keyword; values with fixed choices were checked by the options'
+callbacks, before any data is read (exit 2). ``--config FILE`` gives the options new defaults
+from a TOML file, so what the command line says still wins."""
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
+import re
+import tomllib
+from pathlib import Path
 from typing import Annotated, Optional, get_args, get_origin
 
 import typer
 
-from tlcli.cli import options
+from tlcli.cli import options, output
 from tlcli.config import (
     DEFAULT_ARCH,
     DEFAULT_LR,
@@ -24,9 +29,10 @@ from tlcli.config import (
     RunConfig,
     TrainConfig,
 )
+from tlcli.errors import ConfigError
 
 _D, _O, _R, _A = DataConfig(), OptimConfig(), RunConfig(), AugmentConfig()
-Lr = Annotated[Optional[float], typer.Option("--lr", min=0.0, help=f"Learning rate [default: {HEAD_ONLY_LR:g} when only the head trains epoch by epoch, else {DEFAULT_LR:g}].", rich_help_panel="Optimisation")]
+Lr = Annotated[Optional[float], typer.Option("--lr", callback=options.positive, help=f"Learning rate, x>0 [default: {HEAD_ONLY_LR:g} when only the head trains epoch by epoch, else {DEFAULT_LR:g}].", rich_help_panel="Optimisation")]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", "-e", min=1, help=f"Epochs to train [default: {_R.epochs}; with --resume: the run's own].", rich_help_panel="Run")]
 
 # (section of TrainConfig, field, annotation, default); "seed" serves the data split and the run.
@@ -86,6 +92,50 @@ GROUP = (
 )
 # The parameter names the command line uses: "data" for the source, the field name otherwise.
 _NAMES = {(section, field): "data" if field == "source" else field for section, field, _, _ in GROUP}
+_DEFAULTS = {_NAMES[section, field]: default for section, field, _, default in GROUP}
+
+
+def _use_config_file(ctx: typer.Context, path: Optional[Path]) -> Optional[Path]:
+    # Eager, so the file's values are in place as the other options' defaults before those are
+    # read: the options given on the command line then win, and the file's values pass the same checks.
+    if path is not None:
+        ctx.default_map = {**(ctx.default_map or {}), **read_options_file(path)[0]}
+    return path
+
+
+ConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", is_eager=True, callback=_use_config_file,
+    help="A TOML file of train options, KEY = VALUE as the options are named (arch = \"resnet18\", epochs = 20, hflip = true); "
+         "options given on the command line win [default: none].")]
+
+
+def read_options_file(path: Path, *, extra: tuple[str, ...] = (), leave_out: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """The train option values a TOML file sets (keys named as the options, with - or _) and its
+    ``extra`` keys. An unreadable file, an unknown key or a bad value is a ConfigError naming it."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    valid = [name for name in _DEFAULTS if name not in leave_out]
+    values, extras, keys = {}, {}, {}
+    for key, value in document.items():
+        name = key.lstrip("-").replace("-", "_")
+        if key in extra:
+            extras[key] = value
+        elif name in valid:
+            # Lists are what --hidden takes as comma-separated sizes.
+            values[name], keys[name] = ",".join(map(str, value)) if isinstance(value, list) else value, key
+        else:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" (did you mean {close[0].replace('_', '-')}?)" if close else ""
+            keys_text = ", ".join(name.replace("_", "-") for name in (*extra, *valid))
+            raise ConfigError(f"{path}: unknown key '{key}'{hint}; valid keys: {keys_text}")
+    try:
+        option_values([], values)
+    except typer.BadParameter as exc:
+        key = keys.get(exc.param.name, exc.param.name) if exc.param is not None else "a value"
+        raise ConfigError(f"{path}: bad value for {key}: {exc.message}") from None
+    return values, extras
 
 
 def config_from_options(values: dict) -> TrainConfig:
@@ -117,30 +167,58 @@ def _present(wrapper, parameters: list[inspect.Parameter]):
     return wrapper
 
 
-def with_train_options(command):
-    """Add every train option to ``command``, which receives them as one ``config: TrainConfig``
-    (and, if it has a ``changed`` parameter, the names of the options that differ from their
-    defaults)."""
-    own = _own_parameters(command, "config", "changed")
-    wants_changed = "changed" in inspect.signature(command).parameters
+def warnings_about(config: TrainConfig) -> list[str]:
+    """Settings that run but are unlikely to be what was meant."""
+    freeze = config.model.freeze
+    if config.model.weights == "none" and freeze not in (None, "none"):
+        return [f"--weights none --freeze {freeze} trains on random features: the frozen layers keep their random "
+                "initial weights (use pretrained weights, or --freeze none to train from scratch)"]
+    return []
+
+
+def with_train_options(command=None, *, leave_out: tuple[str, ...] = ()):
+    """Add every train option but those in ``leave_out`` (``config_file`` is --config) to
+    ``command``. Depending on its parameters, it receives them as one ``config: TrainConfig``,
+    the names of the options given (on the command line or in --config) as ``changed``, and
+    their values as ``given``."""
+    if command is None:
+        return functools.partial(with_train_options, leave_out=leave_out)
+    wants = inspect.signature(command).parameters
+    own = _own_parameters(command, "config", "changed", "given")
     group = [inspect.Parameter(_NAMES[section, field], inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
-             for section, field, annotation, default in GROUP]
-    defaults = {parameter.name: parameter.default for parameter in group}
+             for section, field, annotation, default in GROUP if _NAMES[section, field] not in leave_out]
+    if "config_file" not in leave_out:
+        group.insert(0, inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=ConfigFile, default=None))
+    context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
 
     @functools.wraps(command)
-    def wrapper(**values):
-        options = {name: values.pop(name) for name in defaults}
-        if wants_changed:
-            values["changed"] = frozenset(name for name, value in options.items() if value != defaults[name])
-        return command(config=config_from_options(options), **values)
+    def wrapper(ctx: typer.Context, **values):
+        values.pop("config_file", None)
+        chosen = {name: values.pop(name) for name in _DEFAULTS if name not in leave_out}
+        if "config" in wants:
+            values["config"] = config_from_options({**_DEFAULTS, **chosen})
+            for warning in warnings_about(values["config"]):
+                output.warn(warning)
+        given = {name: value for name, value in chosen.items() if ctx.get_parameter_source(name).name != "DEFAULT"}
+        if "changed" in wants:
+            values["changed"] = frozenset(given)
+        if "given" in wants:
+            values["given"] = given
+        return command(**values)
 
-    return _present(wrapper, group + own)
+    return _present(wrapper, [context, *group, *own])
 
 
-def parse_train_options(arguments: list[str]) -> TrainConfig:
+def option_values(arguments: list[str], defaults: dict | None = None) -> dict:
+    """Every train option's value, from arguments over ``defaults`` (option name -> value) over
+    the options' own defaults; bad ones raise Typer's usage errors (exit 2)."""
+    context = typer.main.get_command(_parser).make_context("train options", list(arguments), default_map=defaults)
+    return {name: context.params[name] for name in _DEFAULTS}
+
+
+def parse_train_options(arguments: list[str], defaults: dict | None = None) -> TrainConfig:
     """A TrainConfig from train options written as arguments (compare's --run and --base)."""
-    context = typer.main.get_command(_parser).make_context("train options", list(arguments))
-    return config_from_options(context.params)
+    return config_from_options(option_values(arguments, defaults))
 
 
 _parser = typer.Typer(add_completion=False)
@@ -171,8 +249,9 @@ def _override(annotation):
     decls = [info.default, *info.param_decls] if isinstance(info.default, str) and info.default.startswith("-") else list(info.param_decls)
     if kind is bool:
         decls[0] = f"{decls[0]}/--no-{decls[0][2:]}"
+    described = re.sub(r"\s*\[default[^]]*\]", "", info.help).rstrip(".")
     option = typer.Option(*decls, min=info.min, max=info.max, callback=info.callback, rich_help_panel=info.rich_help_panel,
-                          help=f"{info.help.rstrip('.')} [default: phase 1's].", show_default=False)
+                          help=f"{described} [default: phase 1's].", show_default=False)
     return Annotated[Optional[kind], option]
 
 
