@@ -71,7 +71,7 @@ _MODEL = "Model"
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
 
 Arch = Annotated[str, typer.Option("--arch", "-a", help="Architecture: a torchvision name, timm:<name>, simple_cnn or mlp.", rich_help_panel=_MODEL, callback=_arch)]
-NumClasses = Annotated[Optional[int], typer.Option("--num-classes", min=2, help="Size of the new head [default: the data's classes, else the weights' own head].", rich_help_panel=_MODEL)]
+NumClasses = Annotated[Optional[int], typer.Option("--num-classes", min=2, help="Size of the new head; when training it must equal the data's class count [default: the data's classes, else the weights' own head].", rich_help_panel=_MODEL)]
 Weights = Annotated[Optional[str], typer.Option("--weights", help="imagenet, none, or a state dict / tlcli checkpoint file [default: imagenet where the architecture has weights].", rich_help_panel=_MODEL)]
 Dropout = Annotated[Optional[float], typer.Option("--dropout", min=0.0, max=0.99, help="Dropout before the new linear head [default: the architecture's own].", rich_help_panel=_MODEL)]
 Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer sizes of the mlp baseline, comma-separated.", rich_help_panel=_MODEL)]
