@@ -17,7 +17,7 @@ $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev,timm]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,timm,hf]"
 	touch $@ $(VENV)/.installed-base
 
 # The main job on the built-in digits: train the CIFAR-10 report's CNN from scratch, evaluate it

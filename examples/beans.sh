@@ -4,9 +4,11 @@
 # precision, deterministic mode. Compared by trainable parameters vs training time vs test
 # accuracy, with the six plots (accuracy, loss, over-fitting gap, convergence, parameters vs
 # time, test accuracy per configuration).
-# Data: the beans data set (angular_leaf_spot, bean_rust, healthy) as
-# data/beans/{train,validation,test}/<class>/<image>; TensorBoard needs pip install 'tlcli[tensorboard]'.
-# SMOKE=1 sweeps two settings on the built-in digits at 32x32, one epoch each.
+# Data: the beans data set (angular_leaf_spot, bean_rust, healthy; train/validation/test) straight
+# from the Hugging Face Hub, as the report loaded it: downloaded once into the Hugging Face cache
+# ($HF_HOME), then read from there (also with HF_DATASETS_OFFLINE=1). Needs
+# pip install 'tlcli[hf,tensorboard]'.
+# SMOKE=1 sweeps two settings on the built-in digits at 32x32, one epoch each (offline, seconds).
 set -euo pipefail
 TLCLI=${TLCLI:-tlcli}
 OUT=${OUT:-checkpoints/beans-study}
@@ -14,7 +16,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   BASE="--data digits --arch resnet18 --weights none --input-size 32 --epochs 1 --deterministic"
   SWEEP="freeze=blocks:0,blocks:4"
 else
-  BASE="--data beans --arch resnet18 --weights imagenet --batch-size 16 --lr 1e-4 --epochs 30 --monitor val_loss --patience 10 --amp auto --deterministic --tensorboard"
+  BASE="--data hf:AI-Lab-Makerere/beans --arch resnet18 --weights imagenet --batch-size 16 --lr 1e-4 --epochs 30 --monitor val_loss --patience 10 --amp auto --deterministic --tensorboard"
   SWEEP="freeze=blocks:0,blocks:1,blocks:2,blocks:3,blocks:4"
 fi
 $TLCLI compare --base "$BASE" --sweep "$SWEEP" --out "$OUT"

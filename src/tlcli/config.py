@@ -18,7 +18,8 @@ DEFAULT_SEED = 42
 
 @dataclass(frozen=True)
 class DataConfig:
-    # A folder path, a name under data/ (``pokemon`` -> data/pokemon), or a built-in set.
+    # A folder path, a name under data/ (``pokemon`` -> data/pokemon), a built-in set, TFRecord
+    # files, ``hf:OWNER/NAME`` or ``hf:PATH`` (a Hugging Face dataset), or a CSV label file.
     source: str = "digits"
     # Fractions held out when the folder is not already split into train/val/test.
     val_split: float = 0.2
@@ -34,6 +35,12 @@ class DataConfig:
     fold: int = 0
     # TFRecord sources: a file with one class name per line, in label order; None numbers them.
     class_names: str | None = None
+    # Hugging Face datasets and CSV label files: the columns of the image and the label; None
+    # finds them (the Image and ClassLabel features, else common names such as image and label).
+    image_column: str | None = None
+    label_column: str | None = None
+    # CSV label files: the folder the image column's paths and ids are relative to; None: the CSV's.
+    image_dir: str | None = None
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,7 @@ def evaluate_checkpoint(
     spec: str | None,
     *,
     data: str | None = None,
+    columns: dict[str, str] | None = None,
     split: str = "test",
     batch_size: int = 64,
     device: str = "auto",
@@ -136,7 +137,8 @@ def evaluate_checkpoint(
     path = resolve_checkpoint(spec)
     checkpoint = load_checkpoint(path)
     config = TrainConfig.from_dict(checkpoint["config"])
-    data_config = replace(config.data, source=data) if data else config.data
+    # columns: image_column, label_column, image_dir, for data whose columns differ from training's.
+    data_config = replace(config.data, **({"source": data} if data else {}), **(columns or {}))
     dataset = load_data(data_config)
     notes = list(dataset.notes)
     recorded = checkpoint["data"]["split"].get("fingerprints", {}).get(split)

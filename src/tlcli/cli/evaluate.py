@@ -13,6 +13,9 @@ from tlcli.cli import options, output
 def evaluate(
     checkpoint: Annotated[Optional[str], typer.Argument(help="A checkpoint file, run folder or run name [default: the latest run's best.pt].")] = None,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluate on other data [default: the checkpoint's, split as in training].")] = None,
+    image_column: options.ImageColumn = None,
+    label_column: options.LabelColumn = None,
+    image_dir: options.ImageDir = None,
     split: Annotated[str, typer.Option("--split", help="test | val | train.")] = "test",
     batch_size: options.BatchSize = 64,
     device: options.Device = "auto",
@@ -30,8 +33,10 @@ def evaluate(
     """
     from tlcli.evaluation import evaluate_checkpoint
 
+    columns = {"image_column": image_column, "label_column": label_column, "image_dir": image_dir}
     result = evaluate_checkpoint(
-        checkpoint, data=data, split=split, batch_size=batch_size, device=device, amp=amp, workers=workers, mistakes=mistakes, out=out
+        checkpoint, data=data, columns={name: value for name, value in columns.items() if value is not None}, split=split,
+        batch_size=batch_size, device=device, amp=amp, workers=workers, mistakes=mistakes, out=out
     )
     for note in result.notes:
         output.warn(note)

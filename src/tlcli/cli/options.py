@@ -79,13 +79,16 @@ Freeze = Annotated[Optional[str], typer.Option("--freeze", help="none | backbone
 BnTrain = Annotated[bool, typer.Option("--bn-train", help="Let BatchNorm layers update their running statistics [default: off: they keep the pretrained (or phase-1) statistics; from scratch they always update].", rich_help_panel=_MODEL)]
 InputSize = Annotated[Optional[int], typer.Option("--input-size", min=4, help="Square input side [default: the weights' or architecture's preset].", rich_help_panel=_MODEL)]
 
-Data = Annotated[str, typer.Option("--data", "-d", help="A folder, a name under data/, or a built-in set (digits, mnist, fashion_mnist, cifar10, cifar100).", rich_help_panel=_DATA)]
+Data = Annotated[str, typer.Option("--data", "-d", help="A folder, a name under data/, a built-in set (digits, mnist, fashion_mnist, cifar10, cifar100), TFRecord files, hf:OWNER/NAME or hf:PATH (Hugging Face), or a CSV label file.", rich_help_panel=_DATA)]
 ValSplit = Annotated[float, typer.Option("--val-split", help="Fraction held out for validation when the folder is not pre-split.", rich_help_panel=_DATA)]
 TestSplit = Annotated[float, typer.Option("--test-split", help="Fraction held out for testing when the folder is not pre-split.", rich_help_panel=_DATA)]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the split (and, in training, of everything else).", rich_help_panel=_DATA)]
 MaxBad = Annotated[float, typer.Option("--max-bad", min=0.0, help="Unreadable images tolerated (skipped with a warning): a fraction below 1, else a count.", rich_help_panel=_DATA)]
 ClassNames = Annotated[Optional[str], typer.Option("--class-names", help="TFRecord data: a file of class names, one per line in label order [default: numbered].", rich_help_panel=_DATA)]
 Download = Annotated[bool, typer.Option("--download", help="Fetch torchvision data sets when their files are missing.", rich_help_panel=_DATA)]
+ImageColumn = Annotated[Optional[str], typer.Option("--image-column", help="hf: and CSV data: the column of the images [default: the Image feature, else image, filename, path, id, ...].", rich_help_panel=_DATA)]
+LabelColumn = Annotated[Optional[str], typer.Option("--label-column", help="hf: and CSV data: the column of the labels [default: the ClassLabel feature, else label, class, target, ...].", rich_help_panel=_DATA)]
+ImageDir = Annotated[Optional[str], typer.Option("--image-dir", help="CSV data: the folder the image column is relative to [default: the CSV's folder].", rich_help_panel=_DATA)]
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -111,9 +114,11 @@ def model_config(arch, num_classes, weights, dropout, hidden, freeze, bn_train, 
     )
 
 
-def data_config(data, val_split, test_split, seed, max_bad, download, class_names=None) -> DataConfig:
+def data_config(data, val_split, test_split, seed, max_bad, download, class_names=None, **columns) -> DataConfig:
+    """``columns``: image_column, label_column, image_dir."""
     return DataConfig(
-        source=data, val_split=val_split, test_split=test_split, seed=seed, max_bad=max_bad, download=download, class_names=class_names
+        source=data, val_split=val_split, test_split=test_split, seed=seed, max_bad=max_bad, download=download, class_names=class_names,
+        **columns,
     )
 
 

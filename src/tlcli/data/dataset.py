@@ -11,6 +11,9 @@ from tlcli.data.splits import SplitIndices, fingerprint, stratified_folds, strat
 from tlcli.errors import DataError
 
 SPLITS = ("train", "val", "test")
+# Column names that CSV label files and Hugging Face datasets commonly give the image and the label.
+IMAGE_COLUMNS = ("image", "img", "image_id", "filename", "file_name", "file", "path", "id")
+LABEL_COLUMNS = ("label", "labels", "class", "target", "category")
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class SkippedFile:
 @dataclass
 class ImageData:
     source: str  # as the user named it
-    kind: str  # folder | builtin | torchvision
+    kind: str  # folder | builtin | torchvision | tfrecord | hf | csv
     classes: list[str]
     splits: dict[str, ImageSet]
     # How the splits were made, recorded in checkpoints so a later command rebuilds them exactly.
@@ -76,9 +79,40 @@ def split_records(
     return splits, info, indices.notes
 
 
+def given_splits(
+    given: dict[str, ImageSet], classes: list[str], *, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[dict[str, ImageSet], dict[str, Any], list[str]]:
+    """The splits a source names (train at least), with val and test, where it names none,
+    carved out of train as an unsplit folder's are: seeded and stratified."""
+    val = 0.0 if "val" in given else val_fraction
+    test = 0.0 if "test" in given else test_fraction
+    check_fractions(val, test)
+    splits, info, notes = split_records(given["train"], classes, val_fraction=val, test_fraction=test, seed=seed)
+    carved = [split for split in ("val", "test") if split not in given]
+    splits.update((split, given[split]) for split in ("val", "test") if split in given)
+    info["method"] = f"given ({', '.join(s for s in SPLITS if s in given)})" + (
+        f"; {' and '.join(carved)} carved from train, stratified" if carved else "")
+    return splits, info, notes
+
+
+def find_column(columns: list[str], given: str | None, common: tuple[str, ...], *, what: str, option: str, where: str) -> str:
+    """``given`` when ``columns`` has it, else the first of the ``common`` names present (any case)."""
+    if given is not None:
+        if given in columns:
+            return given
+        raise DataError(f"{where} has no column '{given}' ({option}); its columns are: {', '.join(columns)}")
+    by_lower = {column.strip().lower(): column for column in reversed(columns)}
+    for name in common:
+        if name in by_lower:
+            return by_lower[name]
+    raise DataError(
+        f"{where} has no {what} column (none of {', '.join(common)}); its columns are: {', '.join(columns)}; name it with {option}"
+    )
+
+
 def record_fingerprints(info: dict[str, Any], splits: dict[str, ImageSet], classes: list[str]) -> None:
     info["fingerprints"] = {
-        split: fingerprint(f"{images.key(i)}\t{classes[images.labels[i]]}" for i in range(len(images)))
+        split: fingerprint([*(f"{images.key(i)}\t{classes[images.labels[i]]}" for i in range(len(images))), *images.revisions()])
         for split, images in splits.items()
     }
 
@@ -97,6 +131,15 @@ def too_many_bad(bad: int, usable: int, max_bad: float) -> bool:
     """``max_bad`` below 1 is a fraction of all images, else a count."""
     total = usable + bad
     return bad > (max_bad * total if max_bad < 1 else max_bad)
+
+
+def check_bad_budget(bad: list[SkippedFile], usable: int, max_bad: float) -> None:
+    if too_many_bad(len(bad), usable, max_bad):
+        first = bad[0]
+        raise DataError(
+            f"{len(bad)} of {usable + len(bad)} images cannot be read, more than --max-bad {max_bad:g} allows "
+            f"(first: {first.path}: {first.reason}); run 'tlcli data check' for the full list"
+        )
 
 
 def apply_fold(data: ImageData, *, folds: int, fold: int, seed: int) -> ImageData:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from tlcli.config import DataConfig
-from tlcli.data.dataset import ImageData, SkippedFile, check_fractions, record_fingerprints, split_records, too_many_bad
+from tlcli.data.dataset import ImageData, SkippedFile, check_bad_budget, check_fractions, record_fingerprints, split_records
 from tlcli.data.images import BadImageError, has_image_extension, probe_image
 from tlcli.data.imagesets import FileImages
 from tlcli.data.walk import FolderWalk
@@ -71,15 +71,6 @@ def _require_classes(found: dict[str, list[Path]], folder: Path, walk: FolderWal
         raise DataError(f"class folder {listed} in {folder} has no readable images; add images or remove the folder")
 
 
-def _check_bad_budget(bad: list[SkippedFile], usable: int, max_bad: float) -> None:
-    if too_many_bad(len(bad), usable, max_bad):
-        first = bad[0]
-        raise DataError(
-            f"{len(bad)} of {usable + len(bad)} images cannot be read, more than --max-bad {max_bad:g} allows "
-            f"(first: {first.path}: {first.reason}); run 'tlcli data check' for the full list"
-        )
-
-
 def load_folder(root: Path, config: DataConfig) -> ImageData:
     if not root.is_dir():
         raise DataError(f"data folder {root} is not a folder")
@@ -104,7 +95,7 @@ def load_folder(root: Path, config: DataConfig) -> ImageData:
         data = ImageData(str(root), "folder", classes, splits, info, notes=notes, root=str(root))
     data.bad_files, data.ignored_files, data.skipped_links = scan.bad, scan.ignored, scan.walk.skipped
     record_fingerprints(data.split_info, data.splits, data.classes)
-    _check_bad_budget(scan.bad, sum(len(s) for s in data.splits.values()), config.max_bad)
+    check_bad_budget(scan.bad, sum(len(s) for s in data.splits.values()), config.max_bad)
     return data
 
 

@@ -47,6 +47,11 @@ class ImageSet:
         """A name that does not depend on where the data set lives; splits are decided by it."""
         return self.name(index)
 
+    def revisions(self) -> list[str]:
+        """What identifies the contents beyond keys and labels (a Hugging Face dataset's
+        fingerprint), so that ``evaluate`` notices new contents under the same keys."""
+        return []
+
     def subset(self, indices: Sequence[int]) -> ImageSet:
         raise NotImplementedError
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from tlcli.config import DataConfig
 from tlcli.data.builtin import BUILTIN_NAMES, TORCHVISION_SETS, load_digits_data, load_torchvision_data
+from tlcli.data.csvlabels import load_csv_data
 from tlcli.data.dataset import ImageData, apply_fold
 from tlcli.data.folder import load_folder
+from tlcli.data.hfdata import PREFIX as HF_PREFIX, load_hf_data
 from tlcli.data.tfrecord import is_tfrecord_source, load_tfrecord_data
 from tlcli.errors import DataError
 
@@ -40,12 +42,19 @@ def _load_source(config: DataConfig) -> ImageData:
         return load_digits_data(config)
     if source in TORCHVISION_SETS:
         return load_torchvision_data(source, data_root(), config)
+    if source.startswith(HF_PREFIX):
+        return load_hf_data(config)
+    if source.lower().endswith(".csv"):
+        path = resolve_folder(source)
+        if path is None or not path.is_file():
+            raise DataError(f"no CSV label file '{source}': it is not a file, nor a file under {data_root()}/")
+        return load_csv_data(path, config)
     if is_tfrecord_source(source):
         return load_tfrecord_data(config)
     folder = resolve_folder(source)
     if folder is None:
         raise DataError(
             f"no data set '{source}': it is not a folder, not a folder under {data_root()}/, "
-            f"and not a built-in set ({', '.join(BUILTIN_NAMES)})"
+            f"not a built-in set ({', '.join(BUILTIN_NAMES)}), TFRecord files, hf:DATASET or a .csv label file"
         )
     return load_folder(folder, config)
