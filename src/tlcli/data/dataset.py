@@ -83,16 +83,6 @@ def record_fingerprints(info: dict[str, Any], splits: dict[str, ImageSet], class
     }
 
 
-def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    for label, value in (("--val-split", val_fraction), ("--test-split", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise DataError(f"{label} must be at least 0 and below 1, got {value}")
-    if val_fraction + test_fraction >= 1.0:
-        raise DataError(
-            f"--val-split {val_fraction} and --test-split {test_fraction} leave nothing for training; keep their sum below 1"
-        )
-
-
 def too_many_bad(bad: int, usable: int, max_bad: float) -> bool:
     """``max_bad`` below 1 is a fraction of all images, else a count."""
     total = usable + bad
