@@ -13,7 +13,7 @@ import pytest
 from tlcli.config import DataConfig
 from tlcli.data.builtin import FASHION_CLASSES
 from tlcli.data.sources import load_data
-from tlcli.errors import DataError
+from tlcli.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 
@@ -80,9 +80,10 @@ def test_digits_split_is_reproducible_and_seeded():
 
 def test_digits_fractions(tmp_path):
     assert _sizes(load_data(DataConfig("digits", val_split=0, test_split=0))) == {"train": 1797, "val": 0, "test": 0}
-    with pytest.raises(DataError, match="--val-split"):
+    # A fraction out of range is a bad option value (exit 2), whatever the data.
+    with pytest.raises(ConfigError, match="--val-split"):
         load_data(DataConfig("digits", val_split=1.0))
-    with pytest.raises(DataError, match="below 1"):
+    with pytest.raises(ConfigError, match="below 1"):
         load_data(DataConfig("digits", val_split=0.6, test_split=0.5))
 
 

@@ -45,9 +45,11 @@ def _config(data: Path, out: Path, *, epochs: int, overwrite: bool = False) -> T
 
 def _train_killed_at(call: int, options: list[str], folder: Path, calls_log: Path) -> subprocess.CompletedProcess:
     """``tlcli train OPTIONS`` in a fresh process that SIGKILLs itself just before its ``call``-th
-    os.replace, os.link or os.fsync under ``folder`` (0: never); those calls are listed in ``calls_log``."""
+    os.replace, os.link or os.fsync under ``folder`` (0: never); those calls are listed in ``calls_log``.
+    ``folder`` is its checkpoints folder too, so that pointing `latest` at the run is among them."""
     path = os.pathsep.join([str(KILL_HOOK), str(Path(tlcli.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path, "TLCLI_KILL_DIR": str(folder), "TLCLI_KILL_AT": str(call), "TLCLI_KILL_LOG": str(calls_log)}
+    env = {**os.environ, "PYTHONPATH": path, "TLCLI_KILL_DIR": str(folder), "TLCLI_KILL_AT": str(call), "TLCLI_KILL_LOG": str(calls_log),
+           "TLCLI_CHECKPOINTS_DIR": str(folder)}
     return subprocess.run([sys.executable, "-m", "tlcli", "train", *options], env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -73,7 +75,7 @@ def _assert_whole(run: Path, reference: dict, where: str) -> None:
     assert sorted(os.listdir(run.parent)) == ["latest", "run"], where
 
 
-def test_a_kill_at_any_point_of_the_last_epochs_save_is_repaired_by_resume(tiny, tmp_path, run_cli):
+def test_a_kill_at_any_point_of_the_last_epochs_save_is_repaired_by_resume(tiny, tmp_path, run_cli, monkeypatch):
     calls_log = tmp_path / "calls.txt"
     whole = _train_killed_at(0, _options(tiny, tmp_path / "whole" / "run"), tmp_path / "whole", calls_log)
     assert whole.returncode == 0, whole.stderr
@@ -91,6 +93,7 @@ def test_a_kill_at_any_point_of_the_last_epochs_save_is_repaired_by_resume(tiny,
         killed = _train_killed_at(call, _options(tiny, folder / "run"), folder, tmp_path / "killed-calls.txt")
         assert killed.returncode == -signal.SIGKILL, (where, killed.stderr)
         ahead = _assert_best_not_behind(folder / "run", where)
+        monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(folder))
         resumed = run_cli("train", "--resume", folder / "run" / "last.pt")
         assert resumed.code == 0, (where, resumed.stderr)
         # best.pt ahead is the whole checkpoint of epoch 2: resume goes on from it, not from epoch 1.

@@ -44,10 +44,10 @@ def folder_run(digits_run):
     """An mlp trained from the command line on a small folder of real PNGs (3 classes)."""
     base = digits_run["base"] / "folder"
     data = make_class_folder(base / "animals", {"cat": 10, "dog": 10, "fox": 10})
-    out = base / "runs" / "animals"  # its own parent folder: the digits run stays the latest
+    out = base / "runs" / "animals"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(base)
-        patch.setenv("TLCLI_CHECKPOINTS_DIR", str(digits_run["root"]))
+        patch.setenv("TLCLI_CHECKPOINTS_DIR", str(base / "runs"))  # its own checkpoints folder: the digits run stays the latest
         code = main(["train", "--data", str(data), "--arch", "mlp", "--weights", "none", "--epochs", "1",
                      "--out", str(out), "--workers", "0"])
     assert code == 0
@@ -172,7 +172,8 @@ def test_evaluate_as_a_table(digits_run, run_cli):
     assert f"gap at epoch {report['fit']['epoch']}" in result.stdout and report["fit"]["verdict"] in result.stdout
 
 
-def test_evaluate_notes_that_the_files_changed_since_training(run_cli, tmp_path):
+def test_evaluate_notes_that_the_files_changed_since_training(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(tmp_path / "runs"))  # its own checkpoints folder: the digits run stays the latest
     data = make_class_folder(tmp_path / "shapes", {"a": 10, "b": 10, "c": 10})
     trained = run_cli("train", "--data", data, "--arch", "mlp", "--weights", "none", "--epochs", "1",
                       "--out", tmp_path / "runs" / "shapes", "--workers", "0")

@@ -161,21 +161,27 @@ def migrate(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]):
-    """Rebuild the network a checkpoint describes, with its weights and freeze state."""
+def checkpoint_model_config(checkpoint: dict[str, Any], *, freeze: str = "none"):
+    """The ``ModelConfig`` that builds a checkpoint's network, without weights, under ``freeze``."""
     from tlcli.config import ModelConfig
-    from tlcli.data.transforms import Preprocess
-    from tlcli.models.registry import build_model
 
     spec = checkpoint["model"]
-    config = ModelConfig(
+    return ModelConfig(
         arch=spec["arch"],
         weights="none",
         dropout=spec["dropout"],
         hidden=tuple(spec.get("hidden") or (128, 64)),
         input_size=checkpoint["preprocess"]["input_size"],
-        freeze="none",
+        freeze=freeze,
     )
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]):
+    """Rebuild the network a checkpoint describes, with its weights and freeze state."""
+    from tlcli.data.transforms import Preprocess
+    from tlcli.models.registry import build_model
+
+    spec, config = checkpoint["model"], checkpoint_model_config(checkpoint)
     with torch.device("meta"):  # shapes only, nothing allocated: a hostile file cannot ask for terabytes
         skeleton = build_model(config, num_classes=spec["num_classes"], load_weights=False).model.state_dict()
     state_dict = checkpoint["state_dict"]

@@ -215,6 +215,29 @@ def check_choices(config: TrainConfig) -> None:
             raise ConfigError(f"unknown {name.replace('_', ' ')} '{value}'; choose one of {', '.join(valid)}")
 
 
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    for label, value in (("--val-split", val_fraction), ("--test-split", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{label} must be at least 0 and below 1, got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ConfigError(
+            f"--val-split {val_fraction} and --test-split {test_fraction} leave nothing for training; keep their sum below 1"
+        )
+
+
+def check_config(config: TrainConfig) -> None:
+    """A ConfigError for the first value a run cannot take, whatever its data: a choice, a range,
+    or a pair of fractions that leaves nothing to train on."""
+    check_choices(config)
+    if config.run.epochs < 1:
+        raise ConfigError(f"epochs must be at least 1, got {config.run.epochs}")
+    if config.run.feature_views < 1:
+        raise ConfigError(f"feature views must be at least 1, got {config.run.feature_views}")
+    if config.optim.lr is not None and not config.optim.lr > 0:
+        raise ConfigError(f"the learning rate must be positive, got {config.optim.lr}")
+    check_fractions(config.data.val_split, config.data.test_split)
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Phase 2: continue a run with more of the network unfrozen, at a lower learning rate."""

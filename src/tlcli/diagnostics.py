@@ -15,6 +15,7 @@ import torch
 
 from tlcli.config import AugmentConfig, TrainConfig
 from tlcli.engine.loop import batch_to_device, optimizer_step, train_step
+from tlcli.engine.observer import Observer
 from tlcli.errors import DataError, TlcliError
 from tlcli.models.freeze import set_train_mode
 from tlcli.prepare import Prepared, prepare
@@ -22,6 +23,7 @@ from tlcli.prepare import Prepared, prepare
 # The initial loss of an untrained head should be near ln(classes); further than this share away is suspect.
 INITIAL_LOSS_TOLERANCE = 0.35
 OVERFIT_TARGET = 0.99
+RANGE_TEST = "learning-rate range test"
 
 
 @dataclass
@@ -64,10 +66,10 @@ def _fixed_batches(prepared: Prepared, count: int) -> list[tuple[torch.Tensor, t
     return batches
 
 
-def run_sanity(config: TrainConfig, *, batches: int = 2, steps: int = 150) -> SanityReport:
+def run_sanity(config: TrainConfig, *, batches: int = 2, steps: int = 150, observer: Observer | None = None) -> SanityReport:
     """Shapes, one forward and backward pass, the initial loss, and over-fitting a tiny subset,
     with the model, loss, scaler and step of a real run (augmentation and weight decay off)."""
-    prepared = prepare(_sanity_config(config))
+    prepared = prepare(_sanity_config(config), observer=observer)
     data, built, trainer = prepared.data, prepared.built, prepared.trainer
     fixed = _fixed_batches(prepared, batches)
     images, labels = fixed[0]
@@ -140,7 +142,8 @@ class LrFinding:
 
 
 def lr_find(
-    config: TrainConfig, *, start_lr: float = 1e-7, end_lr: float = 10.0, iterations: int = 100, out: Path | None = None
+    config: TrainConfig, *, start_lr: float = 1e-7, end_lr: float = 10.0, iterations: int = 100, out: Path | None = None,
+    observer: Observer | None = None,
 ) -> LrFinding:
     """The learning-rate range test: raise the rate exponentially batch by batch, watch the loss.
 
@@ -151,7 +154,8 @@ def lr_find(
     if not 0 < start_lr < end_lr:
         raise DataError(f"need 0 < start lr < end lr, got {start_lr} and {end_lr}")
     config = replace(config, optim=replace(config.optim, head_fit="epochs", lr=start_lr))
-    prepared = prepare(config)
+    observer = observer or Observer()
+    prepared = prepare(config, observer=observer)
     trainer, data, built = prepared.trainer, prepared.data, prepared.built
     optimizer = trainer.optimizer
     # Each group keeps its ratio to the head's rate (the backbone multiplier) as the rate sweeps.
@@ -160,6 +164,7 @@ def lr_find(
     lrs, losses = [], []
     smoothed, best, beta = 0.0, math.inf, 0.98
     step = 0
+    observer.prepare(RANGE_TEST, step, iterations, "steps")
     while step < iterations:
         steps_before = step
         for batch in trainer.train_loader:
@@ -181,8 +186,10 @@ def lr_find(
             smoothed = beta * smoothed + (1 - beta) * loss.item()
             value = smoothed / (1 - beta**step)
             if not math.isfinite(value) or (step > 10 and value > 4 * best):
+                observer.prepare(RANGE_TEST, step, step, "steps")
                 step = iterations  # diverged: the rest of the range says nothing new
                 break
+            observer.prepare(RANGE_TEST, step, iterations, "steps")
             best = min(best, value)
             lrs.append(lr)
             losses.append(value)

@@ -27,3 +27,9 @@ class CheckpointError(TlcliError):
 
 class ConfigError(TlcliError):
     """A configuration value outside its allowed choices or range (a usage error: exit 2)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with what the run left: the epoch its last.pt holds and how to
+    resume it. A KeyboardInterrupt still, so that no ``except TlcliError`` (a study moving on to
+    its next run) swallows it; the CLI shows the message and exits 130."""

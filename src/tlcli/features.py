@@ -118,6 +118,7 @@ def extract(
     valid = torch.zeros(count, dtype=torch.bool)
     skipped: dict[str, str] = {}
     checked = False
+    progress(0, views * count)
     try:
         for view in range(views):
             torch.manual_seed(seed * 7919 + view)
@@ -141,7 +142,7 @@ def extract(
                         values = torch.zeros(count, views, *features.shape[1:])
                     values[batch.indices, view] = features.float().cpu()
                     valid[batch.indices] = True
-                progress(view * len(loader) + step, views * len(loader))
+                progress(view * count + min(step * loader.batch_size, count), views * count)
     finally:
         hook.remove()
     if values is None:

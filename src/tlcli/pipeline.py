@@ -50,6 +50,7 @@ class TrainingInputs:
     val_loader: DataLoader | None
     channels_last: bool  # loop inputs are images to put in channels-last
     paths: dict[str, str] = field(default_factory=dict)  # features / images: how each is served, for the log
+    workers: int = 0  # loader processes, as resolved from --workers
 
 
 def wants_channels_last(setting: bool | None, model: nn.Module) -> bool:
@@ -184,11 +185,11 @@ def build_inputs(
                 make_loader(FeatureSet(val_features, data.splits["val"].labels), shuffle=False, **{**loader_options, "workers": 0})
                 if val_features is not None else None
             )
-            return TrainingInputs(head.to(device), train_loader, val_loader, False, paths)
+            return TrainingInputs(head.to(device), train_loader, val_loader, False, paths, workers)
     paths["features"] = f"computed every step ({why_not})" if why_not else "computed every step"
     train_loader = make_loader(train_set, shuffle=True, **loader_options)
     val_loader = make_loader(val_set, shuffle=False, **loader_options) if len(val_set) else None
-    return TrainingInputs(network, train_loader, val_loader, channels_last, paths)
+    return TrainingInputs(network, train_loader, val_loader, channels_last, paths, workers)
 
 
 def linear_probe(

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from tlcli.checkpoint import model_from_checkpoint, restore_training_state
-from tlcli.config import TrainConfig, check_choices
+from tlcli.checkpoint import checkpoint_model_config, model_from_checkpoint, restore_training_state
+from tlcli.config import TrainConfig, check_config
 from tlcli.data.dataset import ImageData
 from tlcli.data.sources import load_data
 from tlcli.engine.device import Precision, resolve_device, resolve_precision, seed_everything, set_determinism
 from tlcli.engine.loop import Observer, Progress, Trainer
 from tlcli.engine.optim import build_criterion, build_optimizer, build_scheduler, parameter_groups
 from tlcli.engine.probe import ProbeChoice
-from tlcli.errors import ConfigError, DataError
+from tlcli.errors import ConfigError, DataError, ModelError, TlcliError, WeightsError
+from tlcli.features import NotCacheable, feature_head
 from tlcli.host import allocator_tuning, cap_threads
 from tlcli.models.freeze import apply_freeze, keeps_norm_statistics
 from tlcli.models.registry import BuiltModel, build_model
@@ -55,6 +57,17 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     process: str = ""  # threads and allocator, for the log
 
+    def resolved_config(self) -> TrainConfig:
+        """The configuration with every automatic value as this run resolved it (config.json).
+        Checkpoints keep the asked one, so a resumed run resolves "auto" on its own machine."""
+        model, run, built = self.config.model, self.config.run, self.built
+        return replace(
+            self.config,
+            model=replace(model, num_classes=built.num_classes, weights=built.weights, freeze=built.freeze_policy,
+                          input_size=built.preprocess.input_size, dropout=built.dropout),
+            run=replace(run, device=str(self.device), amp=self.precision.name, channels_last=self.channels_last, workers=self.inputs.workers),
+        )
+
 
 def tune_process(config: TrainConfig) -> str:
     seed_everything(config.run.seed)
@@ -63,8 +76,51 @@ def tune_process(config: TrainConfig) -> str:
     return f"{cap_threads()} threads, allocator {allocator}"
 
 
-def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer | None = None) -> Prepared:
-    check_choices(config)
+def check_before_data(config: TrainConfig, start: Start = Start()) -> None:
+    """Refuse, before a single image is read, what needs no data to refuse: a value outside its
+    choices or range, a device or precision this machine lacks, a weights file that is not there,
+    and what the network's structure rules out (a freeze policy beyond its stages, a feature cache
+    or linear probe its trainable layers forbid). Bad values are ConfigErrors."""
+    check_config(config)
+    resolve_precision(config.run.amp, resolve_device(config.run.device))
+    weights = config.model.weights
+    if start.checkpoint is None and weights and weights.lower() not in ("imagenet", "none") and not Path(weights).is_file():
+        raise WeightsError(f"weights file {weights} does not exist")
+    if not start.resume:
+        _check_structure(config, start)
+
+
+def _check_structure(config: TrainConfig, start: Start) -> None:
+    """The network built on the meta device (no memory, no weights: milliseconds) under the
+    run's freeze policy; the real one needs the data's number of classes."""
+    model = config.model if start.checkpoint is None else checkpoint_model_config(start.checkpoint, freeze=start.freeze or "none")
+    try:
+        with torch.device("meta"):
+            built = build_model(model, load_weights=False)
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None
+    except TlcliError:
+        raise
+    except Exception:  # a network that reads tensor values as it is built (timm's .item()): its real build checks it
+        return
+    run, optim = config.run, config.optim
+    if start.checkpoint is not None or (run.cache_features != "on" and optim.head_fit != "probe"):
+        return
+    asked = "--cache-features on" if run.cache_features == "on" else "--head-fit probe"
+    if run.cache_features == "off":
+        raise ConfigError("--head-fit probe fits the head on cached features, which --cache-features off turns off")
+    try:
+        head = feature_head(built.model, built.head_name, bn_train=config.model.bn_train).head
+    except NotCacheable as exc:
+        raise ConfigError(f"{asked} needs a frozen backbone in inference mode, but {exc}") from None
+    if optim.head_fit == "probe" and not isinstance(head, torch.nn.Linear):
+        raise ConfigError(f"--head-fit probe needs a linear head; {config.model.arch}'s is a {type(head).__name__}")
+
+
+def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer | None = None, checked: bool = False) -> Prepared:
+    """``checked``: the caller has run ``check_before_data`` already (before taking its run folder)."""
+    if not checked:
+        check_before_data(config, start)
     observer = observer or Observer()
     process = tune_process(config)
     device = resolve_device(config.run.device)

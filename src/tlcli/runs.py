@@ -52,15 +52,18 @@ class RunFolder:
         self._lock_handle = None
         self._scalars = None
         self.killed_before = False  # the folder's previous run ended without closing it
+        self._created = False  # open made the folder: close removes it if nothing was written
 
     last = property(lambda self: self.path / "last.pt")
     best = property(lambda self: self.path / "best.pt")
     curves = property(lambda self: self.path / "curves.png")
 
     def open(self, *, fresh: bool, overwrite: bool = False) -> RunFolder:
-        """Create and lock the folder. ``fresh`` runs refuse a folder holding another run.
+        """Create and lock the folder. ``fresh`` runs refuse a folder holding another run
+        (``clear_previous_run`` removes an overwritten one once the new run is ready to write).
         Temporary files of a killed run go: while the lock is held, nobody else writes here."""
         try:
+            self._created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
             handle = self._lock()
         except OSError as exc:
@@ -78,8 +81,6 @@ class RunFolder:
         for name in RUN_FILES:
             for temporary in self.path.glob(f".{name}.*"):
                 temporary.unlink(missing_ok=True)
-        if fresh:
-            self._clear_previous_run()
         return self
 
     def _lock(self):
@@ -99,19 +100,25 @@ class RunFolder:
                     return handle
             handle.close()
 
-    def _clear_previous_run(self) -> None:
-        """An overwritten run's files go at once, so an interrupted new run never mixes with the old one."""
+    def clear_previous_run(self) -> None:
+        """An overwritten run's files go before the new run writes, so an interrupted new run
+        never mixes with the old one; a new run that fails while preparing leaves the old one whole."""
         for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
         shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
 
     def close(self) -> None:
-        """Unlock, and remove ``.lock``: a ``.lock`` left behind marks a run that was killed."""
+        """Unlock, and remove ``.lock``: a ``.lock`` left behind marks a run that was killed.
+        A folder this run created and never wrote to goes too (a run that failed before its first
+        file leaves no empty folder among the runs)."""
         if self._lock_handle is not None:
             (self.path / ".lock").unlink(missing_ok=True)
             fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
             self._lock_handle.close()
             self._lock_handle = None
+            if self._created:
+                with contextlib.suppress(OSError):  # not empty: the run wrote something
+                    self.path.rmdir()
 
     def __enter__(self) -> RunFolder:
         return self
@@ -182,14 +189,17 @@ class RunFolder:
             raise write_error(self.path / "log.txt", exc) from None
 
     def point_latest(self) -> None:
-        """``<parent>/latest`` -> this run, replaced atomically. The temporary link's name is
-        fixed, so the next run replaces one that a kill left behind."""
-        link = self.path.parent / LATEST
-        temporary = self.path.parent / f".{LATEST}.tmp"
+        """``checkpoints/latest`` -> this run, wherever ``--out`` put it: relative for a run
+        under checkpoints/ (the folder can move), else absolute. Replaced atomically; the
+        temporary link's name is fixed, so the next run replaces one that a kill left behind."""
+        root = checkpoints_root()
+        link, temporary = root / LATEST, root / f".{LATEST}.tmp"
+        run, base = self.path.resolve(), root.resolve()
         try:
+            root.mkdir(parents=True, exist_ok=True)
             if temporary.is_symlink() or temporary.exists():
                 temporary.unlink()
-            temporary.symlink_to(self.path.name)
+            temporary.symlink_to(os.path.relpath(run, base) if run.is_relative_to(base) else run)
             os.replace(temporary, link)
         except OSError:
             pass  # a file system without symlinks still has the run; only the shortcut is missing

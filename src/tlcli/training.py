@@ -14,10 +14,10 @@ from tlcli.checkpoint import atomic_save, load_checkpoint, training_checkpoint
 from tlcli.config import FinetuneConfig, TrainConfig
 from tlcli.engine.distributed import is_main_process
 from tlcli.engine.loop import Observer, Progress, Trainer, evaluate, fit
-from tlcli.errors import TlcliError
+from tlcli.errors import Interrupted, TlcliError
 from tlcli.files import link_or_copy
 from tlcli.models.freeze import count_parameters
-from tlcli.prepare import Prepared, Start, prepare
+from tlcli.prepare import Prepared, Start, check_before_data, prepare
 from tlcli.runs import RunFolder, checkpoints_root, default_run_name, resolve_checkpoint
 
 
@@ -39,12 +39,18 @@ class RunResult:
         return {name: str(self.run_dir / name) for name in names if (self.run_dir / name).exists()}
 
     def to_dict(self) -> dict[str, Any]:
+        """Epochs are numbered as the history numbers them, across phases (phase 2 of a 3-epoch
+        phase 1 starts at epoch 4); ``epochs_run`` counts this phase's."""
+        before = len(self.history) - self.progress.epoch  # epochs of earlier phases
+        found = self.progress.best_metric is not None
         return {
             "run_dir": str(self.run_dir),
             "phase": self.phase,
             "monitor": self.monitor,
             "epochs_run": self.progress.epoch,
-            "best_epoch": self.progress.best_epoch,
+            # Phase 2's best epoch 0 is the phase-1 model it started from: the last epoch it inherited.
+            "best_epoch": before + self.progress.best_epoch if found else None,
+            "best_phase": (self.phase if self.progress.best_epoch else self.phase - 1) if found else None,
             "best_metric": self.progress.best_metric,
             "stopped_early": self.progress.stopped_early,
             "final": self.history[-1] if self.history else None,
@@ -58,7 +64,8 @@ class RunResult:
 
 @dataclass
 class _Run:
-    """A run's place and lineage: its folder, whether it starts one, and the epochs before it."""
+    """A run's place and lineage (its folder, whether it starts one, the epochs before it), and
+    what an interrupt must know of it."""
 
     config: TrainConfig
     run_dir: Path
@@ -67,6 +74,8 @@ class _Run:
     parent: str | None = None
     history: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what resuming repaired
+    saved: int | None = None  # the epoch (history numbering) that last.pt holds, once this run has one
+    logging: bool = False  # log.txt is this run's: the run has begun, or continues its folder
 
 
 def train(config: TrainConfig, *, observer: Observer | None = None) -> RunResult:
@@ -77,12 +86,14 @@ def train(config: TrainConfig, *, observer: Observer | None = None) -> RunResult
 def resume(path: Path, *, epochs: int | None = None, observer: Observer | None = None) -> RunResult:
     """Continue a run from its checkpoint, after making its folder whole again (``_recover``); a
     killed run whose checkpoint had already completed its epochs is finished without training."""
-    path = Path(path)
+    path, fallback = _resumable(Path(path))
     checkpoint = load_checkpoint(path)
     last = path.parent / "last.pt"
     if path.name != "last.pt" and last.exists() and load_checkpoint(last)["progress"]["epoch"] > checkpoint["progress"]["epoch"]:
         raise TlcliError(f"{path} is behind {last}; resume from {last}, or resuming would discard the epochs after it")
-    checkpoint, notes, killed = _recover(path, checkpoint) if is_main_process() else (checkpoint, [], False)
+    notes = [f"{fallback} is missing (a kill during a run's first save leaves only best.pt): resuming from {path}, "
+             f"epoch {checkpoint['history'][-1]['epoch']}"] if fallback else []
+    checkpoint, notes, killed = _recover(path, checkpoint, notes) if is_main_process() else (checkpoint, notes, False)
     config = TrainConfig.from_dict(checkpoint["config"])
     if epochs is not None:
         config = replace(config, run=replace(config.run, epochs=epochs))
@@ -94,13 +105,23 @@ def resume(path: Path, *, epochs: int | None = None, observer: Observer | None =
     return _run(run, observer or Observer())
 
 
-def _recover(path: Path, checkpoint: dict[str, Any]) -> tuple[dict[str, Any], list[str], bool]:
+def _resumable(path: Path) -> tuple[Path, Path | None]:
+    """The checkpoint to resume from, and the missing last.pt it stands in for: best.pt is
+    written first, so a kill during a run's first save can leave it alone in the folder."""
+    best = path.with_name("best.pt")
+    if path.name == "last.pt" and not path.exists() and best.is_file():
+        return best, path
+    return path, None
+
+
+def _recover(path: Path, checkpoint: dict[str, Any], notes: list[str]) -> tuple[dict[str, Any], list[str], bool]:
     """A kill can leave a run folder with temporary files (``RunFolder.open`` removes them), best.pt
     ahead of last.pt, and history.csv and log.txt behind the checkpoint. The checkpoints are the
-    truth: the rest is rewritten from them. Returns the checkpoint to resume from, what was
-    repaired, and whether the folder's previous run was killed."""
+    truth: the rest is rewritten from them. Returns the checkpoint to resume from, ``notes`` and
+    what was repaired (all logged), and whether the folder's previous run was killed."""
     with RunFolder(path.parent).open(fresh=False) as folder:
-        checkpoint, notes = _reconcile_best_and_last(folder, checkpoint) if path.name == "last.pt" else (checkpoint, [])
+        checkpoint, repaired = _reconcile_best_and_last(folder, checkpoint) if path.name == "last.pt" else (checkpoint, [])
+        notes = [*notes, *repaired]
         progress, history = checkpoint["progress"], checkpoint["history"]
         best_row = len(history) - progress["epoch"] + progress["best_epoch"]  # in the history's numbering, which spans phases
         logged = folder.restore(history, phase=checkpoint["phase"], best_epoch=best_row)
@@ -144,45 +165,77 @@ def finetune(config: FinetuneConfig, *, observer: Observer | None = None) -> Run
 
 
 def _run(run: _Run, observer: Observer) -> RunResult:
-    """Prepare, fit, finish."""
-    if run.config.run.epochs < 1:
-        raise TlcliError(f"epochs must be at least 1, got {run.config.run.epochs}")
-    prepared = prepare(run.config, start=run.start, observer=observer)
-    progress, history = prepared.progress, list(run.history)
-    # Epoch numbers run on across phases; a resumed phase continues its own numbering.
-    offset = len(history) - progress.epoch
+    """Check, take the run folder, then prepare, fit, finish: a bad value, a locked folder or a
+    finished one is refused before any image is read."""
+    check_before_data(run.config, run.start)
     folder = RunFolder(run.run_dir)
-    with folder.open(fresh=run.fresh, overwrite=prepared.config.run.overwrite) if is_main_process() else folder:
-        result = RunResult(folder.path, run.start.phase, prepared.config.run.monitor, progress, history,
-                           count_parameters(prepared.built.model).to_dict(), notes=[*run.notes, *prepared.notes],
-                           head_fit=prepared.head_fit.to_dict() if prepared.head_fit else None)
-        _begin(run, prepared, folder, result, observer)
-
-        def checkpoint() -> dict[str, Any]:
-            lineage = {"phase": run.start.phase, "parent": run.parent, "start": result.start, "head_fit": result.head_fit}
-            return training_checkpoint(prepared, progress=progress, history=history, lineage=lineage)
-
-        def save(progress: Progress, history: list[dict], is_best: bool) -> None:  # the same objects fit updates
-            if is_main_process():
-                atomic_save(checkpoint(), folder.last, *([folder.best] if is_best else []))
-                folder.write_epoch(history, is_best=is_best)
-
-        if run.start.phase > 1 and not run.start.resume and prepared.trainer.val_loader is not None:
-            _start_from_parent(result, progress, folder, checkpoint, prepared.trainer)
+    history = list(run.history)  # fit appends this run's epochs
+    if run.start.resume:
+        run.logging = True
+        if run.start.checkpoint["progress"]["epoch"]:
+            run.saved = history[-1]["epoch"]
+    with folder.open(fresh=run.fresh, overwrite=run.config.run.overwrite) if is_main_process() else folder:
         try:
-            fit(prepared.trainer, epochs=prepared.config.run.epochs, progress=progress, history=history, save=save, observer=observer,
-                epoch_offset=offset)
+            return _prepare_and_fit(run, folder, history, observer)
+        except KeyboardInterrupt:
+            raise _interrupted(run, folder) from None
         finally:
             observer.close()
-            if is_main_process():
-                folder.end_epochs(history)
-        _finish(run, prepared, folder, result, observer)
+
+
+def _prepare_and_fit(run: _Run, folder: RunFolder, history: list[dict], observer: Observer) -> RunResult:
+    prepared = prepare(run.config, start=run.start, observer=observer, checked=True)
+    progress = prepared.progress
+    # Epoch numbers run on across phases; a resumed phase continues its own numbering.
+    offset = len(history) - progress.epoch
+    result = RunResult(folder.path, run.start.phase, prepared.config.run.monitor, progress, history,
+                       count_parameters(prepared.built.model).to_dict(), notes=[*run.notes, *prepared.notes],
+                       head_fit=prepared.head_fit.to_dict() if prepared.head_fit else None)
+    _begin(run, prepared, folder, result, observer)
+
+    def checkpoint() -> dict[str, Any]:
+        lineage = {"phase": run.start.phase, "parent": run.parent, "start": result.start, "head_fit": result.head_fit}
+        return training_checkpoint(prepared, progress=progress, history=history, lineage=lineage)
+
+    def save(progress: Progress, history: list[dict], is_best: bool) -> None:  # the same objects fit updates
+        if is_main_process():
+            atomic_save(checkpoint(), folder.last, *([folder.best] if is_best else []))
+            run.saved = history[-1]["epoch"]
+            folder.write_epoch(history, is_best=is_best)
+
+    if run.start.phase > 1 and not run.start.resume and prepared.trainer.val_loader is not None:
+        _start_from_parent(result, progress, folder, checkpoint, prepared.trainer)
+    try:
+        fit(prepared.trainer, epochs=prepared.config.run.epochs, progress=progress, history=history, save=save, observer=observer,
+            epoch_offset=offset)
+    finally:
+        if is_main_process():
+            folder.end_epochs(history)
+    _finish(run, prepared, folder, result, observer)
     return result
+
+
+def _interrupted(run: _Run, folder: RunFolder) -> Interrupted:
+    """Ctrl-C: what last.pt holds and how to go on from it, for the user and for log.txt."""
+    if run.saved is None:
+        message = "interrupted before the first epoch ended: there is nothing to resume; run the command again"
+    else:
+        message = f"interrupted after epoch {run.saved}; resume with: tlcli train --resume {folder.last}"
+    if run.logging and is_main_process():
+        folder.log(message)
+    return Interrupted(message)
 
 
 def _begin(run: _Run, prepared: Prepared, folder: RunFolder, result: RunResult, observer: Observer) -> None:
     config, data, built, parameters = prepared.config, prepared.data, prepared.built, result.parameters
-    folder.write_json("config.json", {**config.to_dict(), "phase": run.start.phase, "parent": run.parent})
+    if run.fresh and is_main_process():
+        folder.clear_previous_run()
+    run.logging = True
+    resolved, asked = prepared.resolved_config().to_dict(), run.config.to_dict()
+    # Beside each resolved value, what was asked for it when that differs ("auto", or none: the default).
+    requested = {section: changed for section, values in asked.items()
+                 if (changed := {name: value for name, value in values.items() if resolved[section][name] != value})}
+    folder.write_json("config.json", {**resolved, "requested": requested, "phase": run.start.phase, "parent": run.parent})
     folder.log(
         f"{'resume' if run.start.resume else 'start'} phase {run.start.phase}: {config.model.arch} on {data.source} "
         f"({data.num_classes} classes, {len(data.splits['train'])} train / {len(data.splits['val'])} val images), "

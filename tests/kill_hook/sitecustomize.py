@@ -1,7 +1,8 @@
 """Fault injection for tests/test_crash.py, imported at start-up by any Python whose PYTHONPATH
 holds this folder. With $TLCLI_KILL_DIR set, every ``os.replace``, ``os.link`` and ``os.fsync`` on
 a path under that folder is counted and listed in $TLCLI_KILL_LOG; the one numbered
-$TLCLI_KILL_AT is never made: the process SIGKILLs itself first, as a power cut would stop it."""
+$TLCLI_KILL_AT is never made: the process SIGKILLs itself first, as a power cut would stop it
+(or sends itself $TLCLI_KILL_SIGNAL: SIGINT is a Ctrl-C at that point)."""
 
 import os
 import signal
@@ -24,7 +25,7 @@ def _counted(name, call):
         if path == FOLDER or path.startswith(FOLDER + os.sep):
             calls += 1
             if calls == int(os.environ.get("TLCLI_KILL_AT", "0")):
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), getattr(signal, os.environ.get("TLCLI_KILL_SIGNAL", "SIGKILL")))
             with open(os.environ["TLCLI_KILL_LOG"], "a") as log:
                 log.write(f"{name} {os.path.basename(path)}\n")
         return call(target, *args, **kwargs)

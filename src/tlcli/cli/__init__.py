@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 a runtime failure, reported as one ``Error: ...`` line 
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import sys
 import traceback
@@ -17,7 +18,7 @@ import typer
 from tlcli import __version__
 from tlcli.cli import output
 from tlcli.cli.help import HELP_OPTION_NAMES, command_tree, epilog
-from tlcli.errors import ConfigError, TlcliError
+from tlcli.errors import ConfigError, Interrupted, TlcliError
 
 EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure (one 'Error:' line on stderr), 2 usage error, 130 interrupted."
 
@@ -49,6 +50,22 @@ def _root(
     _debug = debug
 
 
+def _reporting_interrupts(command):
+    """Typer turns Ctrl-C inside a command into a silent exit 130: say so first, with a run's
+    own account when it gives one (the epoch its last.pt holds, and how to resume). ``main``'s
+    own handler covers Ctrl-C outside commands (while parsing)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            output.error(str(exc) if isinstance(exc, Interrupted) else "interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
 def _register() -> None:
     from tlcli.cli import bench, compare, data, diagnose, evaluate, export, models, predict, report, serve, summary, train
 
@@ -69,6 +86,8 @@ def _register() -> None:
 
 
 _register()
+for _command in app.registered_commands:
+    _command.callback = _reporting_interrupts(_command.callback)
 
 
 def _debug_first(args: list[str]) -> list[str]:

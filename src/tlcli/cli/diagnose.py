@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from tlcli.cli import options, output
+from tlcli.cli.progress import make_observer
 from tlcli.cli.train_options import with_train_options
 from tlcli.config import TrainConfig
 
@@ -26,7 +27,11 @@ def sanity(
     """
     from tlcli.diagnostics import run_sanity
 
-    report = run_sanity(config, batches=batches, steps=steps)
+    observer = make_observer()
+    try:
+        report = run_sanity(config, batches=batches, steps=steps, observer=observer)
+    finally:
+        observer.close()
     if as_json:
         output.print_json(report.to_dict())
     else:
@@ -55,7 +60,11 @@ def lr_find(
     from tlcli.runs import checkpoints_root
 
     target = plot or checkpoints_root() / f"lr-find-{config.model.arch.replace(':', '_')}-{datetime.now():%Y%m%d-%H%M%S}.png"
-    finding = find(config, start_lr=start_lr, end_lr=end_lr, iterations=iterations, out=target)
+    observer = make_observer()
+    try:
+        finding = find(config, start_lr=start_lr, end_lr=end_lr, iterations=iterations, out=target, observer=observer)
+    finally:
+        observer.close()
     for note in finding.notes:
         output.warn(note)
     if as_json:

@@ -1,13 +1,24 @@
-"""Training progress on stderr: a live bar on a terminal, one plain line per epoch otherwise."""
+"""Training progress on stderr: a live bar on a terminal, plain time-stamped lines otherwise."""
 
 from __future__ import annotations
 
 import math
+import time
+from datetime import datetime
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tlcli.cli import output
 from tlcli.engine.observer import Observer
+
+# Off a terminal, work before the epochs reports how far it got this often (a cron log shows
+# a long decode moving without a line per batch).
+PLAIN_PROGRESS_EVERY_S = 10.0
+
+
+def _stamped(text: str) -> str:
+    """As log.txt writes its lines, so a cron log and the run's log line up."""
+    return f"{datetime.now().isoformat(timespec='seconds')} {text}"
 
 
 def _epoch_line(row: dict) -> str:
@@ -19,10 +30,13 @@ def _epoch_line(row: dict) -> str:
 
 
 class LineObserver(Observer):
-    """For logs and cron: nothing animated, one line per epoch."""
+    """For logs and cron: nothing animated, one time-stamped line per epoch."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, tuple[float, float]] = {}  # what -> (start, last line), monotonic
 
     def epoch_end(self, row: dict) -> None:
-        output.info(_epoch_line(row))
+        output.info(_stamped(_epoch_line(row)))
 
     def warning(self, text: str) -> None:
         output.warn(text)
@@ -30,20 +44,33 @@ class LineObserver(Observer):
     def info(self, text: str) -> None:
         output.info(text)
 
-    def prepare(self, what: str, done: int, total: int) -> None:
-        if done == total:
-            output.info(f"{what}: done")
+    def rate(self, what: str, done: int) -> float:
+        """``done`` per second since ``what`` began."""
+        elapsed = time.monotonic() - self._started.setdefault(what, (time.monotonic(), time.monotonic()))[0]
+        return done / elapsed if elapsed > 0 else 0.0
+
+    def prepare(self, what: str, done: int, total: int, unit: str = "img") -> None:
+        rate = self.rate(what, done)
+        started, shown = self._started[what]
+        if done >= total:
+            del self._started[what]
+            output.info(_stamped(f"{what}: {done} {unit} in {time.monotonic() - started:.1f} s ({rate:.0f} {unit}/s)"))
+        elif time.monotonic() - shown >= PLAIN_PROGRESS_EVERY_S:
+            self._started[what] = (started, time.monotonic())
+            output.info(_stamped(f"{what}: {done}/{total} {unit} ({rate:.0f} {unit}/s)"))
 
 
 class BarObserver(LineObserver):
-    """For a terminal: a progress bar per epoch with loss, accuracy, speed and ETA."""
+    """For a terminal: a progress bar per epoch with loss, accuracy, speed and ETA, and one per
+    piece of work before the epochs with its count and speed."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f} {task.fields[speed]:.0f} img/s"),
+            TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=output.err,
@@ -52,22 +79,23 @@ class BarObserver(LineObserver):
         self.task = None
         self.preparing: dict[str, int] = {}
 
-    def prepare(self, what: str, done: int, total: int) -> None:
+    def prepare(self, what: str, done: int, total: int, unit: str = "img") -> None:
         if what not in self.preparing:
             self.bar.start()
-            self.preparing[what] = self.bar.add_task(what, total=total, loss=0.0, acc=0.0, speed=0.0)
-        self.bar.update(self.preparing[what], completed=done)
-        if done == total:
+            self.preparing[what] = self.bar.add_task(what, total=total, detail="")
+        self.bar.update(self.preparing[what], completed=done, detail=f"{unit}, {self.rate(what, done):.0f} {unit}/s")
+        if done >= total:
+            self.bar.refresh()  # work shorter than a refresh tick still shows its count and speed
             self.bar.remove_task(self.preparing.pop(what))
             self.bar.stop()
-            super().prepare(what, done, total)
+            super().prepare(what, done, total, unit)
 
     def epoch_start(self, phase: int, epoch: int, epochs: int, batches: int) -> None:
         self.bar.start()
-        self.task = self.bar.add_task(f"phase {phase} epoch {epoch}/{epochs}", total=batches, loss=0.0, acc=0.0, speed=0.0)
+        self.task = self.bar.add_task(f"phase {phase} epoch {epoch}/{epochs}", total=batches, detail="")
 
     def batch_end(self, done: int, loss: float, accuracy: float, images_per_s: float) -> None:
-        self.bar.update(self.task, completed=done, loss=loss, acc=accuracy, speed=images_per_s)
+        self.bar.update(self.task, completed=done, detail=f"loss {loss:.4f} acc {accuracy:.3f} {images_per_s:.0f} img/s")
 
     def epoch_end(self, row: dict) -> None:
         self.bar.remove_task(self.task)

@@ -12,6 +12,8 @@ from tlcli.cli import options, output
 from tlcli.cli.progress import make_observer
 from tlcli.cli.train_options import with_phase1_overrides, with_train_options
 from tlcli.config import FINETUNE_BACKBONE_LR_MULT, FINETUNE_LR, FinetuneConfig, TrainConfig
+from tlcli.errors import ConfigError
+
 EPILOG = "Exit codes: 0 success, 1 runtime failure (one 'Error:' line), 2 usage error, 130 interrupted (last.pt is intact)."
 
 
@@ -24,13 +26,14 @@ def _render(result) -> None:
     if final:
         val = "" if math.isnan(final["val_acc"]) else f", val loss {final['val_loss']:.4f} acc {final['val_acc']:.4f}"
         lines.append(f"last epoch {final['epoch']}: train loss {final['train_loss']:.4f} acc {final['train_acc']:.4f}{val}")
-    best = document["best_metric"]
+    best, where = document["best_metric"], f"epoch {document['best_epoch']}"
     if best is None:
         lines.append("no best epoch")
-    elif document["start"] and document["best_epoch"] == 0:
-        lines.append(f"best {document['monitor']}: {best:.4f} from phase {document['phase'] - 1}: no epoch of this phase beat it, best.pt holds phase {document['phase'] - 1}'s model")
+    elif document["best_phase"] != document["phase"]:
+        lines.append(f"best {document['monitor']}: {best:.4f} at {where} (phase {document['best_phase']}): no epoch of this phase beat it, "
+                     f"best.pt holds phase {document['best_phase']}'s model")
     else:
-        lines.append(f"best {document['monitor']}: {best:.4f} at epoch {document['best_epoch']} of this phase")
+        lines.append(f"best {document['monitor']}: {best:.4f} at {where}")
     if document["stopped_early"]:
         lines.append("stopped early")
     lines += [f"{name}: {path}" for name, path in document["files"].items()]
@@ -55,12 +58,20 @@ def train(
 
     observer = make_observer()
     if resume is not None:
+        _check_resume_options(changed | ({"folds"} if folds else set()))
         result = training.resume(resume, epochs=config.run.epochs if "epochs" in changed else None, observer=observer)
     elif folds:
         return _cross_validate(config, folds, as_json)
     else:
         result = training.train(config, observer=observer)
     output.print_json(result.to_dict()) if as_json else _render(result)
+
+
+def _check_resume_options(changed: frozenset[str]) -> None:
+    """A resumed run keeps the configuration in its checkpoint, so any other option would be ignored."""
+    refused = sorted(f"--{name.replace('_', '-')}" for name in changed - {"epochs"})
+    if refused:
+        raise ConfigError(f"--resume continues the run as its checkpoint configures it; only --epochs may change, not {', '.join(refused)}")
 
 
 def _cross_validate(config: TrainConfig, folds: int, as_json: bool) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcli.config import DataConfig
-from tlcli.data.dataset import ImageData, check_fractions, record_fingerprints, split_records
+from tlcli.config import DataConfig, check_fractions
+from tlcli.data.dataset import ImageData, record_fingerprints, split_records
 from tlcli.data.imagesets import ArrayImages
 from tlcli.errors import DataError
 

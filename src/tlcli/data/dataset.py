@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from tlcli.config import check_fractions
 from tlcli.data.imagesets import ImageSet
 from tlcli.data.splits import SplitIndices, fingerprint, stratified_folds, stratified_split
 from tlcli.errors import DataError
@@ -115,16 +116,6 @@ def record_fingerprints(info: dict[str, Any], splits: dict[str, ImageSet], class
         split: fingerprint([*(f"{images.key(i)}\t{classes[images.labels[i]]}" for i in range(len(images))), *images.revisions()])
         for split, images in splits.items()
     }
-
-
-def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    for label, value in (("--val-split", val_fraction), ("--test-split", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise DataError(f"{label} must be at least 0 and below 1, got {value}")
-    if val_fraction + test_fraction >= 1.0:
-        raise DataError(
-            f"--val-split {val_fraction} and --test-split {test_fraction} leave nothing for training; keep their sum below 1"
-        )
 
 
 def too_many_bad(bad: int, usable: int, max_bad: float) -> bool:

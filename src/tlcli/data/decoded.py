@@ -72,6 +72,7 @@ def _fill(images: ImageSet, preprocess: Preprocess, pixels: np.ndarray, *, worke
     loader = DataLoader(dataset, batch_size=64, num_workers=workers, collate_fn=list)
     failures: dict[int, str] = {}
     done = 0
+    progress(done)
     # No randomness here, so threads may decode in any order.
     for samples in decoded_batches(loader, threads=available_cores()):
         for image, _, index, reason in samples:

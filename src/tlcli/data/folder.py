@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tlcli.config import DataConfig
-from tlcli.data.dataset import ImageData, SkippedFile, check_bad_budget, check_fractions, record_fingerprints, split_records
+from tlcli.config import DataConfig, check_fractions
+from tlcli.data.dataset import ImageData, SkippedFile, check_bad_budget, record_fingerprints, split_records
 from tlcli.data.images import BadImageError, has_image_extension, probe_image
 from tlcli.data.imagesets import FileImages
 from tlcli.data.walk import FolderWalk

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from tlcli.config import DataConfig
-from tlcli.data.dataset import ImageData, check_fractions, record_fingerprints, split_records
+from tlcli.config import DataConfig, check_fractions
+from tlcli.data.dataset import ImageData, record_fingerprints, split_records
 from tlcli.data.folder import SPLIT_FOLDER_NAMES
 from tlcli.data.images import open_image_bytes
 from tlcli.data.imagesets import ImageSet, digest_lines

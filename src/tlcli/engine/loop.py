@@ -211,6 +211,7 @@ def fit(
     epoch_offset: int = 0,
 ) -> Progress:
     """Train until ``epochs`` (counted in this phase) or early stopping; ``save`` after each epoch.
+    What the history and the observer see is numbered after the ``epoch_offset`` epochs of earlier phases.
 
     Each epoch reseeds from (seed, epoch), so a resumed run continues exactly as an
     uninterrupted one would have.
@@ -221,7 +222,7 @@ def fit(
         epoch = progress.epoch + 1
         torch.manual_seed(t.seed * 1000 + epoch)
         reseed_loader(t.train_loader, t.seed * 1000 + epoch)
-        observer.epoch_start(t.phase, epoch, epochs, len(t.train_loader))
+        observer.epoch_start(t.phase, epoch_offset + epoch, epoch_offset + epochs, len(t.train_loader))
         lr = t.optimizer.param_groups[0]["lr"]
         trained = t.full_batch_epoch() if t.full_batch_epoch is not None else train_one_epoch(
             t.model, t.train_loader, t.criterion, t.optimizer, t.scaler,

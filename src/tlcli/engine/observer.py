@@ -17,8 +17,9 @@ class Observer:
     def info(self, text: str) -> None:
         """What the run is doing, worth a line in the log (how phase 1 fits its head, ...)."""
 
-    def prepare(self, what: str, done: int, total: int) -> None:
-        """Work before the first epoch (decoding images, caching features): ``done`` of ``total``."""
+    def prepare(self, what: str, done: int, total: int, unit: str = "img") -> None:
+        """Work before the first epoch (decoding images, caching features) or in place of epochs
+        (the learning-rate range test): ``done`` of ``total`` ``unit``; 0 when it starts."""
 
     def close(self) -> None:
         """The run is over, finished or not (an error, Ctrl-C): release any live display."""

@@ -64,7 +64,7 @@ def _run_blocks(run_dir: Path) -> list[Block]:
         Block("text", (
             f"{arch} ({checkpoint['model']['weights']} weights, freeze policy '{checkpoint['freeze']['policy']}', phase {checkpoint['phase']}) "
             f"reached **{metrics.accuracy:.1%} {split} accuracy** (macro F1 {metrics.f1_macro:.3f}) on {evaluation.images} held-out images "
-            f"after {len(history)} epochs; best epoch {checkpoint['progress']['best_epoch']} of its phase. "
+            f"after {len(history)} epochs; best epoch {len(history) - checkpoint['progress']['epoch'] + checkpoint['progress']['best_epoch']}. "
             + (f"Train - val accuracy gap {fit['gap']:+.3f}: {fit['verdict']}." if fit else "")
         )),
         Block("heading", "Data set"),
