@@ -18,7 +18,7 @@ from tlcli.data.folder import natural_key
 from tlcli.data.loading import TransformedImages, collate
 from tlcli.data.sources import load_data
 from tlcli.data.splits import stratified_split
-from tlcli.errors import DataError
+from tlcli.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 pytestmark = pytest.mark.usefixtures("isolated")
@@ -532,9 +532,9 @@ def test_every_class_keeps_a_training_image_and_small_classes_are_noted(tmp_path
     [(1.0, 0.0, "--val-split"), (0.0, 1.0, "--test-split"), (1.5, 0.1, "--val-split"), (0.5, 0.5, "sum"),
      (0.7, 0.4, "sum"), (-0.1, 0.1, "--val-split"), (0.1, -0.2, "--test-split"), (float("nan"), 0.1, "--val-split")],
 )
-def test_bad_fractions_are_data_errors(tmp_path, val, test, option):
+def test_bad_fractions_are_config_errors(tmp_path, val, test, option):
     root = make_class_folder(tmp_path / "d", {"a": 4, "b": 4})
-    with pytest.raises(DataError, match=option) as caught:
+    with pytest.raises(ConfigError, match=option) as caught:
         _load(root, val_split=val, test_split=test)
     assert _one_line(str(caught.value))
 

@@ -98,7 +98,7 @@ def test_resume_continues_an_interrupted_run_from_the_cli(run_cli):
         (["train", "--data", "nowhere"], "no data set 'nowhere'"),
         (["finetune", "--from", "no-such-run"], "no checkpoint or run"),
         (["evaluate"], "no run yet"),
-        (["predict", "x.png"], "no run yet"),
+        (["predict", "x.png"], "no images to predict"),  # checked before looking for a run
     ],
 )
 def test_bad_training_input_is_one_error_line_and_exit_1(run_cli, args, message):
