@@ -26,7 +26,7 @@ from tlcli.errors import ConfigError, DataError, ModelError, TlcliError, Weights
 from tlcli.features import NotCacheable, feature_head
 from tlcli.host import allocator_tuning, cap_threads
 from tlcli.models.freeze import apply_freeze, keeps_norm_statistics
-from tlcli.models.registry import BuiltModel, build_model
+from tlcli.models.registry import BuiltModel, build_model, check_weights_obtainable
 from tlcli.pipeline import TrainingInputs, build_inputs, linear_probe, wants_channels_last
 
 
@@ -125,6 +125,8 @@ def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer |
     process = tune_process(config)
     device = resolve_device(config.run.device)
     precision = resolve_precision(config.run.amp, device)
+    if start.checkpoint is None:
+        check_weights_obtainable(config.model)
     data = load_data(config.data)
     built = _model(config, start, data)
     notes = [*data.notes, *(f"skipped unreadable image {bad.path}: {bad.reason}" for bad in data.bad_files),
