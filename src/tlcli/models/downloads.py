@@ -121,14 +121,21 @@ def _probe(host: str, port: int, proxy: str | None) -> str | None:
     worker.start()
     worker.join(PROBE_TIMEOUT_S)
     if not outcome:
-        return f"no answer from {f'the proxy {proxy}' if proxy else f'{host}:{port}'} within {PROBE_TIMEOUT_S:g} s"
+        return f"no answer from {_where(host, port, proxy)} within {PROBE_TIMEOUT_S:g} s"
     return outcome[0]
+
+
+def _where(host: str, port: int, proxy: str | None) -> str:
+    if proxy is None:
+        return f"{host}:{port}"
+    via = urlparse(proxy)  # without the credentials a proxy URL may carry
+    return f"the proxy {via.scheme}://{via.hostname}" + (f":{via.port}" if via.port else "")
 
 
 def _connect(host: str, port: int, proxy: str | None) -> str | None:
     via = urlparse(proxy) if proxy else None
     address = (via.hostname or "", via.port or (443 if via.scheme == "https" else 80)) if via else (host, port)
-    where = f"the proxy {proxy}" if proxy else f"{host}:{port}"
+    where = _where(host, port, proxy)
     try:
         with socket.create_connection(address, timeout=PROBE_TIMEOUT_S) as connection:
             if via is None or via.scheme != "http":
