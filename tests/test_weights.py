@@ -251,7 +251,8 @@ def test_cached_weights_train_with_a_hanging_network(run_cli, tiny_data, proxy, 
     try:
         for arch, out, state in (("squeezenet1_1", "tv", torchvision_state), ("timm:test_resnet", "timm", timm_state)):
             result, seconds = _train(run_cli, arch, tiny_data, "--out", checkpoints_dir / out)
-            assert result.code == 0 and seconds < 5, (seconds, result.stderr)
+            # huggingface_hub asking the Hub first would wait 10 s on this proxy before using its cache.
+            assert result.code == 0 and seconds < 8, (seconds, result.stderr)
             saved = load_checkpoint(checkpoints_dir / out / "last.pt")
             assert saved["model"]["weights"] == {"squeezenet1_1": "torchvision:squeezenet1_1.IMAGENET1K_V1"}.get(arch, arch)
             first = next(name for name in state if state[name].is_floating_point())

@@ -79,8 +79,9 @@ def tune_process(config: TrainConfig) -> str:
 def check_before_data(config: TrainConfig, start: Start = Start()) -> None:
     """Refuse, before a single image is read, what needs no data to refuse: a value outside its
     choices or range, a device or precision this machine lacks, a weights file that is not there,
-    and what the network's structure rules out (a freeze policy beyond its stages, a feature cache
-    or linear probe its trainable layers forbid). Bad values are ConfigErrors."""
+    what the network's structure rules out (a freeze policy beyond its stages, a feature cache or
+    linear probe its trainable layers forbid), and ImageNet weights neither cached nor
+    downloadable now. Bad values are ConfigErrors."""
     check_config(config)
     resolve_precision(config.run.amp, resolve_device(config.run.device))
     weights = config.model.weights
@@ -88,6 +89,8 @@ def check_before_data(config: TrainConfig, start: Start = Start()) -> None:
         raise WeightsError(f"weights file {weights} does not exist")
     if not start.resume:
         _check_structure(config, start)
+    if start.checkpoint is None:
+        check_weights_obtainable(config.model)
 
 
 def _check_structure(config: TrainConfig, start: Start) -> None:
@@ -125,8 +128,6 @@ def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer |
     process = tune_process(config)
     device = resolve_device(config.run.device)
     precision = resolve_precision(config.run.amp, device)
-    if start.checkpoint is None:
-        check_weights_obtainable(config.model)
     data = load_data(config.data)
     built = _model(config, start, data)
     notes = [*data.notes, *(f"skipped unreadable image {bad.path}: {bad.reason}" for bad in data.bad_files),
