@@ -109,3 +109,35 @@ def make_class_folder(root: Path, classes: dict[str, int], *, size=(16, 16)) -> 
         for i in range(count):
             write_image(root / name / f"{i}.png", size=size, seed=class_index * 1000 + i)
     return root
+
+
+def place_torchvision_weights(arch: str) -> dict[str, torch.Tensor]:
+    """Write a state dict where torch.hub looks for ``arch``'s ImageNet weights ($TORCH_HOME)."""
+    from torchvision import models
+
+    weights = models.get_model_weights(arch).DEFAULT
+    reference = models.get_model(arch, weights=None).state_dict()
+    reference = {k: (v + 0.5 if v.is_floating_point() else v) for k, v in reference.items()}
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(reference, target)
+    return reference
+
+
+def place_timm_weights(repo: str, model: str) -> tuple[Path, dict[str, torch.Tensor]]:
+    """Write ``model``'s weights into the Hugging Face cache of this process as repository ``repo``
+    (timm/<model>.<tag>), laid out as the offline error tells users to: a snapshot named after the
+    branch and a refs file naming it. Returns the repository's folder, for the test to remove."""
+    import timm
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    # huggingface_hub reads HF_HOME once, at import: make sure that was the scratch one.
+    assert Path(constants.HF_HUB_CACHE).is_relative_to(os.environ["HF_HOME"])
+    state = {k: v + 0.25 if v.is_floating_point() else v for k, v in timm.create_model(model).state_dict().items()}
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    (folder / "snapshots" / "main").mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("main")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "snapshots" / "main" / "model.safetensors"))
+    return folder, state

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -10,6 +12,8 @@ from tlcli.config import ModelConfig
 from tlcli.errors import ModelError
 from tlcli.models.freeze import count_parameters
 from tlcli.models.registry import build_model, check_arch, list_architectures, torchvision_architectures
+
+from conftest import place_timm_weights, place_torchvision_weights
 
 
 def _build(arch: str, num_classes: int | None = 7, **overrides):
@@ -140,3 +144,36 @@ def test_timm_models_are_built_and_listed():
     assert built.dropout == pytest.approx(0.3) and built.model.drop_rate == pytest.approx(0.3)
     assert built.preprocess.input_size == 160
     assert any(info.name == "timm:test_resnet" for info in list_architectures("timm:test_res*"))
+
+
+def _cached(run_cli, pattern: str) -> dict[str, bool | None]:
+    result = run_cli("models", pattern, "--json")
+    assert result.code == 0, result.stderr
+    return {info["name"]: info["cached"] for info in result.json()}
+
+
+def test_models_shows_whether_torchvision_weights_are_cached(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert _cached(run_cli, "squeezenet*") == {"squeezenet1_0": False, "squeezenet1_1": False}
+    assert _cached(run_cli, "mlp") == {"mlp": None}
+    place_torchvision_weights("squeezenet1_1")
+    assert _cached(run_cli, "squeezenet*") == {"squeezenet1_0": False, "squeezenet1_1": True}
+    table = run_cli("models", "squeezenet*").stdout
+    assert "cached" in table
+    assert [line.split()[-2] for line in table.splitlines() if "squeezenet" in line] == ["no", "yes"]
+
+
+def test_models_shows_whether_timm_weights_are_in_the_hugging_face_cache(run_cli):
+    pytest.importorskip("timm")
+    assert _cached(run_cli, "timm:test_resnet") == {"timm:test_resnet": False}
+    folder, _ = place_timm_weights("timm/test_resnet.r160_in1k", "test_resnet")
+    try:
+        assert _cached(run_cli, "timm:test_resnet") == {"timm:test_resnet": True}
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_models_counts_one_architecture_in_the_singular(run_cli):
+    pytest.importorskip("timm")
+    assert run_cli("models", "timm:resnet18").stderr.strip().splitlines()[-1] == "1 architecture"
+    assert run_cli("models", "squeezenet*").stderr.strip().splitlines()[-1] == "2 architectures"

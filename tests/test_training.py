@@ -110,13 +110,13 @@ def test_resume_can_raise_epochs_and_refuses_a_finished_run():
 def _place_resnet18_weights(tmp_path, monkeypatch):
     from torchvision import models
 
-    from tlcli.models.weights import torchvision_cache_file
+    from tlcli.models.downloads import torch_hub_path
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     weights = models.get_model_weights("resnet18").DEFAULT
     torch.manual_seed(0)
     state = models.resnet18().state_dict()
-    target = torchvision_cache_file(weights.url)
+    target = torch_hub_path(weights.url)
     target.parent.mkdir(parents=True)
     torch.save(state, target)
     return state

@@ -26,7 +26,7 @@ from tlcli.errors import ConfigError, DataError, ModelError, TlcliError, Weights
 from tlcli.features import NotCacheable, feature_head
 from tlcli.host import allocator_tuning, cap_threads
 from tlcli.models.freeze import apply_freeze, keeps_norm_statistics
-from tlcli.models.registry import BuiltModel, build_model
+from tlcli.models.registry import BuiltModel, build_model, check_weights_obtainable
 from tlcli.pipeline import TrainingInputs, build_inputs, linear_probe, wants_channels_last
 
 
@@ -79,8 +79,9 @@ def tune_process(config: TrainConfig) -> str:
 def check_before_data(config: TrainConfig, start: Start = Start()) -> None:
     """Refuse, before a single image is read, what needs no data to refuse: a value outside its
     choices or range, a device or precision this machine lacks, a weights file that is not there,
-    and what the network's structure rules out (a freeze policy beyond its stages, a feature cache
-    or linear probe its trainable layers forbid). Bad values are ConfigErrors."""
+    what the network's structure rules out (a freeze policy beyond its stages, a feature cache or
+    linear probe its trainable layers forbid), and ImageNet weights neither cached nor
+    downloadable now. Bad values are ConfigErrors."""
     check_config(config)
     resolve_precision(config.run.amp, resolve_device(config.run.device))
     weights = config.model.weights
@@ -88,6 +89,8 @@ def check_before_data(config: TrainConfig, start: Start = Start()) -> None:
         raise WeightsError(f"weights file {weights} does not exist")
     if not start.resume:
         _check_structure(config, start)
+    if start.checkpoint is None:
+        check_weights_obtainable(config.model)
 
 
 def _check_structure(config: TrainConfig, start: Start) -> None:

@@ -19,6 +19,7 @@ from tlcli.config import ModelConfig
 from tlcli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from tlcli.errors import ModelError
 from tlcli.models.baselines import MLP, SimpleCNN
+from tlcli.models.downloads import require, timm_weights_file, torch_hub_file
 from tlcli.models.freeze import apply_freeze, count_parameters
 from tlcli.models.heads import find_head, head_dropout, replace_head
 from tlcli.models.weights import load_weights_file, timm_model, torchvision_pretrained
@@ -39,6 +40,7 @@ class ArchInfo:
     params: int | None  # of the ImageNet model, when known without building it
     input_size: int | None
     pretrained: str | None  # the weights --weights imagenet loads
+    cached: bool | None = None  # whether those weights are already in their cache (None: no weights)
 
 
 @lru_cache(maxsize=1)
@@ -64,7 +66,13 @@ def _torchvision_info(name: str) -> ArchInfo:
     models = torchvision.models
 
     weights = models.get_model_weights(name).DEFAULT
-    return ArchInfo(name, "torchvision", weights.meta.get("num_params"), weights.transforms().crop_size[0], weights.name)
+    cached = torch_hub_file(weights.url).found is not None
+    return ArchInfo(name, "torchvision", weights.meta.get("num_params"), weights.transforms().crop_size[0], weights.name, cached)
+
+
+def _timm_info(name: str, has_weights: bool) -> ArchInfo:
+    file = timm_weights_file(name) if has_weights else None
+    return ArchInfo(TIMM_PREFIX + name, "timm", None, None, "imagenet" if file else None, file.found is not None if file else None)
 
 
 def list_architectures(pattern: str | None = None) -> list[ArchInfo]:
@@ -73,7 +81,7 @@ def list_architectures(pattern: str | None = None) -> list[ArchInfo]:
         timm = _timm()
         pretrained = set(timm.list_models(pretrained=True))
         return [
-            ArchInfo(TIMM_PREFIX + name, "timm", None, None, "imagenet" if any(p.startswith(name + ".") or p == name for p in pretrained) else None)
+            _timm_info(name, any(p.startswith(name + ".") or p == name for p in pretrained))
             for name in timm.list_models(pattern[len(TIMM_PREFIX):] or "*")
         ]
     found = [ArchInfo(name, "tlcli", None, preset.input_size, None) for name, preset in BASELINE_PRESETS.items()]
@@ -105,6 +113,22 @@ def check_arch(name: str) -> str:
 
 def has_pretrained_weights(arch: str) -> bool:
     return arch not in BASELINE_PRESETS
+
+
+def check_weights_obtainable(config: ModelConfig) -> None:
+    """A WeightsError now, before any data is read, when ``config``'s ImageNet weights are neither
+    cached nor downloadable; the download itself waits for ``build_model``."""
+    if resolve_weights(config).lower() != "imagenet":
+        return
+    source = check_arch(config.arch)
+    if source == "torchvision":
+        from tlcli.vision import torchvision
+
+        require(torch_hub_file(torchvision.models.get_model_weights(config.arch).DEFAULT.url), config.arch)
+    elif source == "timm":
+        file = timm_weights_file(config.arch[len(TIMM_PREFIX):])
+        if file is not None:
+            require(file, config.arch)
 
 
 @dataclass

@@ -1,45 +1,43 @@
 """Pretrained weights: torchvision's weights API, timm's Hugging Face hub, or a file.
 
-Both ecosystems cache what they download (``$TORCH_HOME/hub/checkpoints`` and the Hugging
-Face cache); with no network, a cached file is used and a missing one is an error that
-names the file expected and where to put it.
+Both ecosystems cache what they download (``$TORCH_HOME/hub/checkpoints`` and the Hugging Face
+cache); a cached file loads without the network, and a missing one is downloaded only when the
+network answers (``downloads``), else an error names the file expected and where to put it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
 import re
 import socket
+import sys
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from tlcli.errors import TlcliError, WeightsError
+from tlcli.models.downloads import WeightsFile, missing_error, require, timm_weights_file, torch_hub_file
 
 # Long enough for a slow mirror, short enough that a cron job on a dead network gives up.
 DOWNLOAD_TIMEOUT_S = 60
 
 
 @contextlib.contextmanager
-def _network_timeout(seconds: float):
+def _downloading():
+    """torch.hub announces a download on stdout, where it would corrupt --json output; send it to
+    stderr with the progress bar, and bound each network wait."""
     previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        yield
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
     finally:
         socket.setdefaulttimeout(previous)
-
-
-def torchvision_cache_file(url: str) -> Path:
-    """Where torch.hub keeps (and first looks for) the file behind ``url``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
 def torchvision_pretrained(arch: str, weights_name: str | None = None) -> tuple[nn.Module, str]:
@@ -50,53 +48,45 @@ def torchvision_pretrained(arch: str, weights_name: str | None = None) -> tuple[
 
     enum = models.get_model_weights(arch)
     weights = enum[weights_name] if weights_name else enum.DEFAULT
-    cached = torchvision_cache_file(weights.url)
-    was_cached = cached.exists()
+    file = torch_hub_file(weights.url)
+    require(file, arch)
     try:
-        with _network_timeout(DOWNLOAD_TIMEOUT_S):
+        with _downloading():
             model = models.get_model(arch, weights=weights)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        if was_cached:
-            raise WeightsError(
-                f"the cached weights file {cached} for {arch} cannot be loaded ({exc}); delete it and run again"
-            ) from None
-        raise WeightsError(
-            f"pretrained weights for {arch} are not cached and could not be downloaded ({_short(exc)}): "
-            f"download {weights.url} and place it at {cached} (set TORCH_HOME to move the cache), or use --weights none"
-        ) from None
+        raise _load_error(file, arch, exc) from None
     return model, f"torchvision:{arch}.{weights.name}"
-
-
-def timm_cache_hint(model_name: str) -> str:
-    """The Hugging Face cache folder timm reads ``model_name``'s weights from."""
-    import timm
-    from huggingface_hub import constants
-
-    config = timm.models.get_pretrained_cfg(model_name)
-    repo = (config.hf_hub_id if config else None) or f"timm/{model_name}"
-    repo = repo.split("@")[0]
-    return str(Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}")
 
 
 def timm_model(name: str, *, pretrained: bool, num_classes: int | None, dropout: float | None) -> nn.Module:
     import timm
 
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if dropout is not None:
         kwargs["drop_rate"] = dropout
+    file = timm_weights_file(name) if pretrained else None
+    if pretrained and file is None:
+        raise WeightsError(f"timm:{name} has no pretrained weights; use --weights none")
+    if file is not None:
+        require(file, f"timm:{name}")
+        if file.found is not None:
+            # timm's own loading from the cached file, without huggingface_hub asking the Hub for a newer one.
+            kwargs["pretrained_cfg_overlay"] = {"file": str(file.found), "custom_load": file.custom_load}
     try:
-        with _network_timeout(DOWNLOAD_TIMEOUT_S):
+        with _downloading():
             return timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as exc:  # hub, file-system and safetensors errors have no common base
-        if not pretrained:
+        if file is None:
             raise
-        raise WeightsError(
-            f"pretrained weights for timm:{name} are not cached and could not be downloaded ({_short(exc)}): "
-            f"they belong in {timm_cache_hint(name)} (the Hugging Face cache; set HF_HOME to move it), "
-            "or use --weights none"
-        ) from None
+        raise _load_error(file, f"timm:{name}", exc) from None
+
+
+def _load_error(file: WeightsFile, what: str, exc: BaseException) -> WeightsError:
+    if file.found is not None:
+        return WeightsError(f"the cached weights file {file.found} for {what} cannot be loaded ({_short(exc)}); delete it and run again")
+    return missing_error(file, what, f"the download failed: {_short(exc)}")
 
 
 def _short(exc: BaseException) -> str:
