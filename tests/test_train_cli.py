@@ -95,7 +95,7 @@ def test_resume_continues_an_interrupted_run_from_the_cli(run_cli):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["train", "--data", "nowhere"], "no data set 'nowhere'"),
+        (["train", "--data", "nowhere", "--arch", "mlp"], "no data set 'nowhere'"),
         (["finetune", "--from", "no-such-run"], "no checkpoint or run"),
         (["evaluate"], "no run yet"),
         (["predict", "x.png"], "no images to predict"),  # checked before looking for a run
