@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
