@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,25 +37,30 @@ def _one_thread():
 
 
 # Where tlcli, torch and Hugging Face look for the user's runs, data and downloaded weights.
+_USER = pytest.StashKey[tuple]()
 _USER_LOCATIONS = ("TLCLI_CHECKPOINTS_DIR", "TLCLI_DATA_DIR", "TLCLI_CACHE_DIR", "TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _away_from_the_user(tmp_path_factory):
+def pytest_configure(config):
     """Every test, and every process a test starts, runs in a scratch folder with its own
     checkpoints, data and caches, and without the user's TLCLI_* or Hugging Face settings: a
-    suite run after ``make demo`` must neither see the demo's runs nor touch them. ``isolated``
-    then gives a test folders of its own."""
-    home = tmp_path_factory.mktemp("user")
-    saved, cwd = dict(os.environ), os.getcwd()
+    suite run after ``make demo`` must neither see the demo's runs nor touch them. Done here,
+    before any test module is imported, because huggingface_hub (imported by ``datasets``) reads
+    HF_HOME once, at import. ``isolated`` then gives a test folders of its own."""
+    home = Path(tempfile.mkdtemp(prefix="tlcli-tests-user-"))
+    config.stash[_USER] = (dict(os.environ), os.getcwd(), home)
     for name in [name for name in os.environ if name.startswith(("TLCLI_", "HF_"))]:
         del os.environ[name]
     os.environ.update({name: str(home / name.lower()) for name in _USER_LOCATIONS})
     os.chdir(home)
-    yield
+
+
+def pytest_unconfigure(config):
+    saved, cwd, home = config.stash[_USER]
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(saved)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

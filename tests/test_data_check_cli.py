@@ -36,8 +36,8 @@ def _reasons(files):
     return {Path(f["path"]).name: f["reason"] for f in files}
 
 
-def _assert_one_error_line(result):
-    assert result.code == 1
+def _assert_one_error_line(result, code: int = 1):
+    assert result.code == code
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("Error: ")
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
@@ -292,7 +292,7 @@ def test_missing_torchvision_set_mentions_download(run_cli, tmp_path, monkeypatc
 def test_bad_split_fractions(run_cli, tmp_path):
     root = make_class_folder(tmp_path / "d", {"a": 4, "b": 4})
     result = run_cli("data", "check", str(root), "--val-split", "0.6", "--test-split", "0.5")
-    _assert_one_error_line(result)
+    _assert_one_error_line(result, code=2)  # a bad option value
     assert "--val-split" in result.stderr
 
 
