@@ -30,6 +30,7 @@ app = typer.Typer(
 )
 
 _debug = False
+_arguments: list[str] = []  # this invocation's, for commands that start themselves again (--nproc)
 
 
 def _version(value: bool) -> None:
@@ -69,10 +70,16 @@ def _register() -> None:
 _register()
 
 
+def arguments() -> list[str]:
+    """The arguments this ``tlcli`` was called with, after the program's name."""
+    return list(_arguments)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting, so tests can call it in-process."""
-    global _debug
+    global _debug, _arguments
     _debug = False
+    _arguments = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="tlcli", standalone_mode=False)

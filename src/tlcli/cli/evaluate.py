@@ -28,11 +28,14 @@ def evaluate(
     per-class report, the train-val gap with its over/under-fitting reading and the most
     confident mistakes; writes confusion matrices (PNG raw and normalised, CSV) and metrics.json.
     """
+    from tlcli.engine.distributed import is_main_process
     from tlcli.evaluation import evaluate_checkpoint
 
     result = evaluate_checkpoint(
         checkpoint, data=data, split=split, batch_size=batch_size, device=device, amp=amp, workers=workers, mistakes=mistakes, out=out
     )
+    if not is_main_process():  # under torchrun every process has the result; rank 0 shows it
+        return
     for note in result.notes:
         output.warn(note)
     if as_json:
