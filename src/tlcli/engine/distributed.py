@@ -99,8 +99,8 @@ def _backend_device() -> torch.device:
 
 
 def reduce_sums(values: torch.Tensor) -> torch.Tensor:
-    """Sum ``values`` (metric sums, shards filled with zeros elsewhere) over all processes; a
-    new tensor on ``values``' device."""
+    """``values`` (metric sums, shards filled with zeros elsewhere) summed over all processes,
+    on ``values``' device; ``values`` itself in one process."""
     if not active():
         return values
     summed = values.to(_backend_device(), copy=True)
@@ -115,11 +115,6 @@ def gather_objects(value: Any) -> list[Any]:
     values: list[Any] = [None] * world_size()
     torch.distributed.all_gather_object(values, value)
     return values
-
-
-def barrier() -> None:
-    if active():
-        torch.distributed.barrier()
 
 
 def on_main(action: Callable[[], T]) -> T:
