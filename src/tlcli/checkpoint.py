@@ -17,6 +17,7 @@ import torch
 
 from tlcli import __version__
 from tlcli.engine.device import restore_rng_state, rng_state
+from tlcli.engine.distributed import world_size
 from tlcli.engine.loop import Progress
 from tlcli.engine.optim import continue_schedule
 from tlcli.errors import CheckpointError
@@ -70,6 +71,7 @@ def training_checkpoint(prepared, *, progress, history: list[dict], lineage: dic
         "history": history,
         "config": config.to_dict(),
         "data": {**data.summary(), "split": data.split_info},
+        "world_size": world_size(),  # a resume needs as many processes, each to continue its shard
     })
 
 

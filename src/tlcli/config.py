@@ -131,6 +131,8 @@ class RunConfig:
     amp: str = "auto"  # auto | bf16 | fp16 | off; auto: bf16/fp16 on CUDA, off on the CPU
     channels_last: bool | None = None  # None: on for convolutional networks
     compile: bool = False
+    # Under torchrun: BatchNorm layers that train use the batch of every process (CUDA only).
+    sync_bn: bool = False
     workers: int | None = None  # None: 0 on machines of 2 cores or fewer, else cores - 1 (at most 8)
     deterministic: bool = False
     seed: int = DEFAULT_SEED

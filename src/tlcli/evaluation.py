@@ -19,6 +19,7 @@ from tlcli.data.loading import TransformedImages, make_loader
 from tlcli.data.sources import load_data, resolve_folder
 from tlcli.data.transforms import build_transform
 from tlcli.engine.device import default_workers, resolve_device, resolve_precision
+from tlcli.engine.distributed import local_device, on_main, process_group
 from tlcli.engine.loop import evaluate
 from tlcli.errors import DataError, TlcliError
 from tlcli.metrics import ClassificationMetrics, classification_metrics, fit_verdict
@@ -118,7 +119,14 @@ def _write_outputs(out: Path, result: EvaluationResult, classes: list[str]) -> N
     (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
 
 
-def evaluate_checkpoint(
+def evaluate_checkpoint(spec: str | None, *, device: str = "auto", **options) -> EvaluationResult:
+    """Under torchrun, each process evaluates its shard of the split (``--batch-size`` images
+    at a time), the results are gathered, and rank 0 writes the figures and metrics."""
+    with process_group(device):
+        return _evaluate_checkpoint(spec, device=device, **options)
+
+
+def _evaluate_checkpoint(
     spec: str | None,
     *,
     data: str | None = None,
@@ -149,7 +157,7 @@ def evaluate_checkpoint(
         raise DataError(f"the {split} split of {dataset.source} has no images; choose another split")
     classes = checkpoint["classes"]
     built = model_from_checkpoint(checkpoint)
-    torch_device = resolve_device(device)
+    torch_device = local_device(resolve_device(device))
     precision = resolve_precision(amp, torch_device)
     model = built.model.to(torch_device)
     loader = make_loader(
@@ -176,5 +184,5 @@ def evaluate_checkpoint(
     ]
     result = EvaluationResult(path, split, dataset.source, passed.images, passed.loss, metrics, _fit_gap(checkpoint["history"]), worst, notes=notes)
     folder = Path(out) if out else _default_folder(path.parent, split, None if same_source else data)
-    _write_outputs(folder, result, classes)
+    on_main(lambda: _write_outputs(folder, result, classes))
     return result

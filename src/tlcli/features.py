@@ -22,6 +22,7 @@ from tlcli.cache import cache_key
 from tlcli.checkpoint import atomic_save
 from tlcli.data.loading import decoded_batches
 from tlcli.engine.device import Precision
+from tlcli.engine.distributed import active, gather_objects, reduce_sums
 from tlcli.engine.loop import batch_to_device
 from tlcli.errors import TlcliError
 from tlcli.models.freeze import set_train_mode
@@ -145,6 +146,7 @@ def extract(
                 progress(view * count + min(step * loader.batch_size, count), views * count)
     finally:
         hook.remove()
+    values, valid, skipped = _whole(values, valid, skipped)
     if values is None:
         raise TlcliError(f"none of the {count} images could be read; run 'tlcli data check'")
     images = loader.dataset
@@ -153,6 +155,20 @@ def extract(
         name = images.images.name(index) if hasattr(images, "images") else str(index)
         reasons[index] = skipped.get(name, f"{name}: could not be decoded")
     return Features(values, valid, reasons)
+
+
+def _whole(values: torch.Tensor | None, valid: torch.Tensor, skipped: dict[str, str]):
+    """Under torchrun each process extracted its shard of the images, zeros elsewhere: summed
+    over the processes, every process has the features of all of them."""
+    if not active():
+        return values, valid, skipped
+    shape = next((shape for shape in gather_objects(None if values is None else values.shape) if shape is not None), None)
+    if shape is None:
+        return None, valid, skipped
+    merged: dict[str, str] = {}
+    for part in gather_objects(skipped):
+        merged.update(part)
+    return reduce_sums(torch.zeros(shape) if values is None else values), reduce_sums(valid.to(torch.uint8)).bool(), merged
 
 
 def features_key(*parts) -> str:

@@ -1,4 +1,5 @@
-"""Process settings that make CPU training several times faster, applied before the first step.
+"""Process settings that make CPU training several times faster, applied before the first step;
+and the start of several training processes (``--nproc``), which needs no torch.
 
 On Linux with glibc, large tensors (above glibc's mmap threshold, 32 MB at most) are mmap'd
 and unmapped on every step, so each step re-faults its activations page by page: EfficientNet-B0
@@ -18,7 +19,11 @@ import ctypes
 import ctypes.util
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
+
+from tlcli.errors import ConfigError
 
 # mallopt parameters from glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
@@ -71,3 +76,24 @@ def cap_threads() -> int:
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return threads
+
+
+def launched() -> bool:
+    """Started by torchrun with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def launch(nproc: int, arguments: list[str]) -> int:
+    """``tlcli ARGUMENTS`` in ``nproc`` processes on this machine, started by PyTorch's own
+    launcher (what ``torchrun --standalone`` runs: a free port, no other setting); returns its
+    exit code. The processes share this terminal and print their own progress and errors.
+    This process only waits, so it does not import torch."""
+    if launched():
+        raise ConfigError("--nproc starts torchrun, and this process already runs under it: leave --nproc out")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "tlcli", *arguments]
+    process = subprocess.Popen(command)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # torchrun got the same Ctrl-C and stops its processes
+        process.wait()
+        raise

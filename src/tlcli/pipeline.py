@@ -23,6 +23,7 @@ from tlcli.data.imagesets import ImageSet
 from tlcli.data.loading import TransformedImages, make_loader
 from tlcli.data.transforms import build_augment, build_transform
 from tlcli.engine.device import Precision, default_workers
+from tlcli.engine.distributed import gather_objects, on_main
 from tlcli.host import available_cores
 from tlcli.engine.probe import LinearProbe, ProbeChoice, choose_weight_decay, make_lbfgs
 from tlcli.errors import TlcliError
@@ -105,7 +106,8 @@ def _features(
         )
         cache_file = Path(run.cache_dir) / f"features-{key}.pt"
         cached = load_cached(cache_file)
-        if cached is not None:
+        # Under torchrun, all processes reuse the file or all extract: one alone would wait at the others' collectives.
+        if all(gather_objects(cached is not None)):
             return cached, f"reused {cache_file}"
     # Without gradients a batch takes under half the memory, so twice the batch fits; it helps
     # a GPU (on 2 CPU cores, EfficientNet-B0 ran alike at batches of 32 to 128).
@@ -116,7 +118,7 @@ def _features(
     )
     if cache_file is not None:
         try:
-            save_cached(features, cache_file)
+            on_main(lambda: save_cached(features, cache_file))  # the others wait for it
         except (OSError, TlcliError) as exc:  # the run goes on from memory
             observer.warning(f"features not saved to {run.cache_dir}: {exc}")
             return features, "in memory"

@@ -19,6 +19,7 @@ from tlcli.config import TrainConfig, check_config
 from tlcli.data.dataset import ImageData
 from tlcli.data.sources import load_data
 from tlcli.engine.device import Precision, resolve_device, resolve_precision, seed_everything, set_determinism
+from tlcli.engine.distributed import local_device, unwrap, world_size, wrap
 from tlcli.engine.loop import Observer, Progress, Trainer
 from tlcli.engine.optim import build_criterion, build_optimizer, build_scheduler, parameter_groups
 from tlcli.engine.probe import ProbeChoice
@@ -56,6 +57,7 @@ class Prepared:
     head_fit: ProbeChoice | None = None  # the linear probe's choice, when the head is fitted as one
     notes: list[str] = field(default_factory=list)
     process: str = ""  # threads and allocator, for the log
+    processes: str = "1 process"  # how many train together, and the batch they make, for the log
 
     def resolved_config(self) -> TrainConfig:
         """The configuration with every automatic value as this run resolved it (config.json).
@@ -126,7 +128,7 @@ def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer |
         check_before_data(config, start)
     observer = observer or Observer()
     process = tune_process(config)
-    device = resolve_device(config.run.device)
+    device = local_device(resolve_device(config.run.device))
     precision = resolve_precision(config.run.amp, device)
     data = load_data(config.data)
     built = _model(config, start, data)
@@ -152,9 +154,14 @@ def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer |
                                                maximize=config.run.monitor == "val_acc" and inputs.val_loader is not None)
         method = f"{config.optim.optimizer}, lr {config.optim.lr:.3g}, {config.optim.schedule} schedule"
     keep_statistics = keeps_norm_statistics(bn_train=config.model.bn_train, weights=built.weights, phase=start.phase)
+    # The probe is one full-batch fit, the same in every process: nothing to wrap.
+    trained = inputs.model if probe else wrap(inputs.model, device, sync_bn=config.run.sync_bn)
+    evaluated = unwrap(trained)
+    if config.run.compile:
+        trained, evaluated = torch.compile(trained), None if evaluated is trained else torch.compile(evaluated)
     trainer = Trainer(
-        torch.compile(inputs.model) if config.run.compile else inputs.model, inputs.train_loader, inputs.val_loader, criterion,
-        optimizer, precision.scaler(), scheduler, per_batch, device, precision,
+        trained, inputs.train_loader, inputs.val_loader, criterion,
+        optimizer, precision.scaler(), scheduler, per_batch, device, precision, evaluated=evaluated,
         phase=start.phase, seed=config.run.seed, bn_train=config.model.bn_train, keep_norm_statistics=keep_statistics,
         accumulate=config.optim.accumulate, grad_clip=config.optim.grad_clip, channels_last=inputs.channels_last,
         monitor=config.run.monitor, patience=config.run.patience,
@@ -163,7 +170,16 @@ def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer |
     progress = (restore_training_state(start.checkpoint, trainer, total_steps=config.run.epochs * steps_per_epoch)
                 if start.resume else Progress())
     return Prepared(config, data, built, device, precision, channels_last, inputs, trainer, progress, method, keep_statistics,
-                    head_fit=probe[1] if probe else None, notes=notes, process=process)
+                    head_fit=probe[1] if probe else None, notes=notes, process=process, processes=_processes(config))
+
+
+def _processes(config: TrainConfig) -> str:
+    """--batch-size is per process; the learning rate is the one given, whatever the global batch."""
+    count, batch = world_size(), config.run.batch_size
+    if count == 1:
+        return "1 process"
+    return (f"{count} processes (world size {count}), batch {batch} per process, global batch {count * batch}; "
+            "the learning rate is not scaled with the global batch")
 
 
 def _model(config: TrainConfig, start: Start, data: ImageData) -> BuiltModel:

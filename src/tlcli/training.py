@@ -12,7 +12,7 @@ from typing import Any
 
 from tlcli.checkpoint import atomic_save, load_checkpoint, training_checkpoint
 from tlcli.config import FinetuneConfig, TrainConfig
-from tlcli.engine.distributed import is_main_process
+from tlcli.engine.distributed import is_main_process, on_main, process_group, world_size
 from tlcli.engine.loop import Observer, Progress, Trainer, evaluate, fit
 from tlcli.errors import Interrupted, TlcliError
 from tlcli.files import link_or_copy
@@ -79,21 +79,38 @@ class _Run:
 
 
 def train(config: TrainConfig, *, observer: Observer | None = None) -> RunResult:
-    run_dir = Path(config.run.out) if config.run.out else checkpoints_root() / default_run_name(config.data.source, config.model.arch)
-    return _run(_Run(config, run_dir, fresh=True), observer or Observer())
+    with process_group(config.run.device):
+        # Rank 0's name for the folder: the others may read the clock a second later.
+        run_dir = on_main(lambda: Path(config.run.out) if config.run.out else
+                          checkpoints_root() / default_run_name(config.data.source, config.model.arch))
+        return _run(_Run(config, run_dir, fresh=True), observer or Observer())
 
 
 def resume(path: Path, *, epochs: int | None = None, observer: Observer | None = None) -> RunResult:
     """Continue a run from its checkpoint, after making its folder whole again (``_recover``); a
-    killed run whose checkpoint had already completed its epochs is finished without training."""
+    killed run whose checkpoint had already completed its epochs is finished without training.
+    Under torchrun, with as many processes as the run had: each goes on with its own shard."""
     path, fallback = _resumable(Path(path))
     checkpoint = load_checkpoint(path)
+    with process_group(checkpoint["config"]["run"]["device"]):
+        return _resume(path, fallback, checkpoint, epochs, observer or Observer())
+
+
+def _resume(path: Path, fallback: Path | None, checkpoint: dict[str, Any], epochs: int | None, observer: Observer) -> RunResult:
     last = path.parent / "last.pt"
     if path.name != "last.pt" and last.exists() and load_checkpoint(last)["progress"]["epoch"] > checkpoint["progress"]["epoch"]:
         raise TlcliError(f"{path} is behind {last}; resume from {last}, or resuming would discard the epochs after it")
     notes = [f"{fallback} is missing (a kill during a run's first save leaves only best.pt): resuming from {path}, "
              f"epoch {checkpoint['history'][-1]['epoch']}"] if fallback else []
-    checkpoint, notes, killed = _recover(path, checkpoint, notes) if is_main_process() else (checkpoint, notes, False)
+    trained_by, processes = checkpoint.get("world_size", 1), world_size()
+    if trained_by != processes:
+        raise TlcliError(
+            f"{path} was trained by {trained_by} process{'es' if trained_by > 1 else ''} and this run has {processes}: resume it with "
+            f"{trained_by} (tlcli train --resume {path} --nproc {trained_by}, or torchrun --nproc_per_node {trained_by}), so that the "
+            "global batch and each process's share of the data stay as they were")
+    # Rank 0 repairs the folder; the others then read the checkpoint it leaves.
+    repaired, killed = on_main(lambda: _recover(path, checkpoint, notes)[1:])
+    checkpoint, notes = (load_checkpoint(path) if repaired != notes else checkpoint), repaired
     config = TrainConfig.from_dict(checkpoint["config"])
     if epochs is not None:
         config = replace(config, run=replace(config.run, epochs=epochs))
@@ -102,7 +119,7 @@ def resume(path: Path, *, epochs: int | None = None, observer: Observer | None =
     start = Start(phase=checkpoint["phase"], checkpoint=checkpoint, resume=True)
     run = _Run(config, path.parent, fresh=False, start=start, parent=checkpoint.get("parent"), history=list(checkpoint["history"]),
                notes=notes)
-    return _run(run, observer or Observer())
+    return _run(run, observer)
 
 
 def _resumable(path: Path) -> tuple[Path, Path | None]:
@@ -158,10 +175,12 @@ def finetune(config: FinetuneConfig, *, observer: Observer | None = None) -> Run
                                  **dict(config.run_overrides)})
     train_config = replace(phase1, model=replace(phase1.model, bn_train=config.bn_train), optim=optim, run=run,
                            augment=replace(phase1.augment, **dict(config.augment_overrides)))
-    run_dir = Path(run.out) if run.out else source.parent.parent / default_run_name(phase1.data.source, phase1.model.arch, "-ft")
     start = Start(phase=checkpoint["phase"] + 1, checkpoint=checkpoint, freeze="none" if config.unfreeze == "all" else config.unfreeze)
-    return _run(_Run(train_config, run_dir, fresh=True, start=start, parent=str(source), history=list(checkpoint["history"])),
-                observer or Observer())
+    with process_group(run.device):
+        run_dir = on_main(lambda: Path(run.out) if run.out else
+                          source.parent.parent / default_run_name(phase1.data.source, phase1.model.arch, "-ft"))
+        return _run(_Run(train_config, run_dir, fresh=True, start=start, parent=str(source), history=list(checkpoint["history"])),
+                    observer or Observer())
 
 
 def _run(run: _Run, observer: Observer) -> RunResult:
@@ -174,7 +193,12 @@ def _run(run: _Run, observer: Observer) -> RunResult:
         run.logging = True
         if run.start.checkpoint["progress"]["epoch"]:
             run.saved = history[-1]["epoch"]
-    with folder.open(fresh=run.fresh, overwrite=run.config.run.overwrite) if is_main_process() else folder:
+
+    def lock() -> None:  # on rank 0; a refusal (folder in use, or holding a run) ends every process
+        folder.open(fresh=run.fresh, overwrite=run.config.run.overwrite)
+
+    on_main(lock)
+    with folder:
         try:
             return _prepare_and_fit(run, folder, history, observer)
         except KeyboardInterrupt:
@@ -228,7 +252,14 @@ def _interrupted(run: _Run, folder: RunFolder) -> Interrupted:
 
 def _begin(run: _Run, prepared: Prepared, folder: RunFolder, result: RunResult, observer: Observer) -> None:
     config, data, built, parameters = prepared.config, prepared.data, prepared.built, result.parameters
-    if run.fresh and is_main_process():
+    for note in result.notes:
+        observer.warning(note)
+    observer.info(f"phase {run.start.phase}: {prepared.method}")
+    if world_size() > 1:
+        observer.info(prepared.processes)
+    if not is_main_process():
+        return
+    if run.fresh:
         folder.clear_previous_run()
     run.logging = True
     resolved, asked = prepared.resolved_config().to_dict(), run.config.to_dict()
@@ -242,32 +273,31 @@ def _begin(run: _Run, prepared: Prepared, folder: RunFolder, result: RunResult, 
         f"freeze {built.freeze_policy}, {parameters['trainable']:,} of {parameters['total']:,} parameters trainable, "
         f"normalisation statistics {'kept' if prepared.keep_statistics else 'updated'}, {prepared.method}, "
         f"device {prepared.device}, amp {prepared.precision.name}, channels-last {'on' if prepared.channels_last else 'off'}, "
-        f"{prepared.process}; features {prepared.inputs.paths['features']}; images {prepared.inputs.paths['images']}"
+        f"{prepared.process}, {prepared.processes}; features {prepared.inputs.paths['features']}; images {prepared.inputs.paths['images']}"
     )
-    for note in result.notes:
-        observer.warning(note)
-    observer.info(f"phase {run.start.phase}: {prepared.method}")
-    if is_main_process():
-        folder.begin_epochs(title=f"{config.model.arch} on {data.source}", tensorboard=config.run.tensorboard)
+    folder.begin_epochs(title=f"{config.model.arch} on {data.source}", tensorboard=config.run.tensorboard)
 
 
 def _finish(run: _Run, prepared: Prepared, folder: RunFolder, result: RunResult, observer: Observer) -> None:
     progress, monitor = result.progress, result.monitor
-    if progress.stopped_early:
+    main = is_main_process()
+    if progress.stopped_early and main:
         folder.log(f"stopped early: no improvement in {monitor} for {prepared.config.run.patience} epochs")
     if run.start.phase > 1 and progress.best_epoch == 0 and result.start is not None:
         kept = (f"no phase-{run.start.phase} epoch beat phase {run.start.phase - 1}'s {monitor} ({progress.best_metric:.4f}): "
                 f"best.pt holds phase {run.start.phase - 1}'s model; last.pt holds this phase's last epoch")
         result.notes.append(kept)
-        folder.log(kept)
         observer.warning(kept)
-    folder.point_latest()
+        if main:
+            folder.log(kept)
+    if main:
+        folder.point_latest()
 
 
 def _start_from_parent(result: RunResult, progress: Progress, folder: RunFolder, checkpoint, trainer: Trainer) -> None:
     """Phase 2 measures where phase 1 left the model, and best.pt starts as that model: a later
     epoch replaces it only by beating it on the monitored value, so phase 2 never ends worse."""
-    before = evaluate(trainer.model, trainer.val_loader, trainer.criterion, device=trainer.device, precision=trainer.precision,
+    before = evaluate(trainer.eval_model, trainer.val_loader, trainer.criterion, device=trainer.device, precision=trainer.precision,
                       channels_last=trainer.channels_last)
     result.start = {"val_loss": before.loss, "val_acc": before.accuracy}
     progress.best_metric, progress.best_epoch = result.start[trainer.monitor], 0

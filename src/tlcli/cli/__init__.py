@@ -33,6 +33,7 @@ app = typer.Typer(
 )
 
 _debug = False
+_arguments: list[str] = []  # this invocation's, for commands that start themselves again (--nproc)
 
 
 def _version(value: bool) -> None:
@@ -98,11 +99,17 @@ def _debug_first(args: list[str]) -> list[str]:
     return ["--debug", *(arg for arg in args[:end] if arg != "--debug"), *args[end:]]
 
 
+def arguments() -> list[str]:
+    """The arguments this ``tlcli`` was called with, after the program's name."""
+    return list(_arguments)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting, so tests can call it in-process."""
-    global _debug
+    global _debug, _arguments
     _debug = False
-    args = _debug_first(list(sys.argv[1:] if argv is None else argv))
+    _arguments = list(sys.argv[1:] if argv is None else argv)
+    args = _debug_first(list(_arguments))
     try:
         result = command_tree(app).main(args=args, prog_name="tlcli", standalone_mode=False)
     except typer.Exit as exc:

@@ -31,6 +31,7 @@ def evaluate(
     per-class report, the train-val gap with its over/under-fitting reading and the most
     confident mistakes; writes confusion matrices (PNG raw and normalised, CSV) and metrics.json.
     """
+    from tlcli.engine.distributed import is_main_process
     from tlcli.evaluation import evaluate_checkpoint
 
     columns = {"image_column": image_column, "label_column": label_column, "image_dir": image_dir}
@@ -38,6 +39,8 @@ def evaluate(
         checkpoint, data=data, columns={name: value for name, value in columns.items() if value is not None}, split=split,
         batch_size=batch_size, device=device, amp=amp, workers=workers, mistakes=mistakes, out=out
     )
+    if not is_main_process():  # under torchrun every process has the result; rank 0 shows it
+        return
     for note in result.notes:
         output.warn(note)
     if as_json:

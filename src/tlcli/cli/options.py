@@ -150,6 +150,7 @@ _RUN = "Run"
 _SPEED = "Speed"
 Epochs = Annotated[int, typer.Option("--epochs", "-e", min=1, help="Epochs to train.", rich_help_panel=_RUN)]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.", rich_help_panel=_RUN)]
+TrainBatchSize = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch, per process: in N processes (--nproc N, torchrun) the global batch is N times this, and the learning rate is not scaled.", rich_help_panel=_RUN)]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.", rich_help_panel=_RUN, callback=_device)]
 Amp = Annotated[str, typer.Option("--amp", help="auto | bf16 | fp16 | off. auto: bf16 (else fp16) on CUDA, off on the CPU.", rich_help_panel=_RUN, callback=_choice("run", "amp"))]
 ChannelsLast = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="channels-last memory format [default: on for convolutional networks].", rich_help_panel=_SPEED, show_default=False)]
@@ -158,7 +159,9 @@ CacheFeatures = Annotated[str, typer.Option("--cache-features", help="auto | on 
 FeatureViews = Annotated[int, typer.Option("--feature-views", min=1, help="With augmentation and cached features: augmented views cached per image, one drawn per epoch.", rich_help_panel=_CACHE)]
 CacheImages = Annotated[str, typer.Option("--cache-images", help="auto | memory | disk | off: decode and resize each image once (auto: memory when it fits, else disk).", rich_help_panel=_CACHE, callback=_choice("run", "cache_images"))]
 CacheDir = Annotated[Optional[str], typer.Option("--cache-dir", help="Keep caches here for later runs (features are reused only when given) [default: none; images cached on disk go to $TLCLI_CACHE_DIR or ~/.cache/tlcli].", rich_help_panel=_CACHE)]
+SyncBn = Annotated[bool, typer.Option("--sync-bn", help="In several processes: BatchNorm layers that train compute batch statistics over all processes' batches (SyncBatchNorm, CUDA only); which layers train is the freeze policy's and --bn-train's choice.", rich_help_panel=_RUN)]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow first epoch).", rich_help_panel=_SPEED)]
+Nproc = Annotated[int, typer.Option("--nproc", min=1, help="Train in this many processes on this machine, one per GPU (or on CPU cores), started through torch.distributed.run (torchrun) with DistributedDataParallel; --batch-size is per process. For several machines run torchrun yourself (README).", rich_help_panel=_RUN)]
 Workers = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data loader processes [default: 0 on 2 cores or fewer, else cores-1, at most 8].", rich_help_panel=_RUN)]
 Deterministic = Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms: identical runs for the same seed.", rich_help_panel=_RUN)]
 Monitor = Annotated[str, typer.Option("--monitor", help="val_loss | val_acc: picks best.pt and drives early stopping.", rich_help_panel=_RUN, callback=_choice("run", "monitor"))]

@@ -107,4 +107,9 @@ class BarObserver(LineObserver):
 
 
 def make_observer() -> Observer:
+    """Under torchrun, only rank 0 reports: the others' progress is the same."""
+    from tlcli.engine.distributed import is_main_process
+
+    if not is_main_process():
+        return Observer()
     return BarObserver() if output.err.is_terminal else LineObserver()

@@ -45,6 +45,7 @@ def train(
     config: TrainConfig,
     folds: Annotated[int, typer.Option("--folds", min=0, help="Stratified K-fold cross-validation on train+val: one model per fold, mean ± std (0: off).", rich_help_panel="Run")] = 0,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run from its last.pt (only --epochs may change) [default: a new run].", rich_help_panel="Run")] = None,
+    nproc: options.Nproc = 1,
     as_json: options.JsonOption = False,
     changed: frozenset[str] = frozenset(),
 ) -> None:
@@ -56,6 +57,8 @@ def train(
     """
     from tlcli import training
 
+    if nproc > 1:
+        _relaunch(nproc)
     observer = make_observer()
     if resume is not None:
         _check_resume_options(changed | ({"folds"} if folds else set()))
@@ -64,7 +67,28 @@ def train(
         return _cross_validate(config, folds, as_json)
     else:
         result = training.train(config, observer=observer)
-    output.print_json(result.to_dict()) if as_json else _render(result)
+    _show(result, as_json)
+
+
+def _relaunch(nproc: int) -> None:
+    """This command again, in ``nproc`` processes under torchrun; exits with the launcher's code."""
+    from tlcli.cli import arguments
+    from tlcli.host import launch
+
+    given, passed = arguments(), []
+    for index, argument in enumerate(given):
+        if argument == "--nproc" or argument.startswith("--nproc=") or (index and given[index - 1] == "--nproc"):
+            continue
+        passed.append(argument)
+    raise typer.Exit(launch(nproc, passed))
+
+
+def _show(result, as_json: bool) -> None:
+    """The result, once: under torchrun every process has it, rank 0 prints it."""
+    from tlcli.engine.distributed import is_main_process
+
+    if is_main_process():
+        output.print_json(result.to_dict()) if as_json else _render(result)
 
 
 def _check_resume_options(changed: frozenset[str]) -> None:
@@ -110,6 +134,7 @@ def finetune(
                                          help="val_acc | val_loss: picks best.pt (after the linear probe the val loss stays flat while accuracy climbs).")] = "val_acc",
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder [default: DATA-ARCH-TIME-ft beside phase 1's].", rich_help_panel="Run")] = None,
     overwrite: options.Overwrite = False,
+    nproc: options.Nproc = 1,
     as_json: options.JsonOption = False,
     overrides: dict[str, dict] | None = None,
 ) -> None:
@@ -120,6 +145,8 @@ def finetune(
     """
     from tlcli import training
 
+    if nproc > 1:
+        _relaunch(nproc)
     overrides = overrides or {}
     run = {**overrides.get("run", {}), **({"out": out} if out else {}), **({"overwrite": True} if overwrite else {})}
     config = FinetuneConfig(
@@ -135,4 +162,4 @@ def finetune(
         monitor=monitor,
     )
     result = training.finetune(config, observer=make_observer())
-    output.print_json(result.to_dict()) if as_json else _render(result)
+    _show(result, as_json)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from tlcli.data.images import BadImageError
 from tlcli.data.imagesets import ImageSet
@@ -69,12 +69,29 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(worker_seed)
 
 
-def make_sampler(dataset: Dataset, *, shuffle: bool, generator: torch.Generator) -> Sampler:
-    """Under torchrun (a process group initialised), each process reads its own shard."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        from torch.utils.data import DistributedSampler
+class ShardSampler(Sampler):
+    """Positions rank, rank + world, rank + 2 world, ...: the processes together read every
+    image exactly once, where DistributedSampler would repeat some to even the shards out."""
 
-        return DistributedSampler(dataset, shuffle=shuffle, seed=int(generator.initial_seed()))
+    def __init__(self, length: int, rank: int, world: int):
+        self.positions = range(rank, length, world)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __iter__(self):
+        return iter(self.positions)
+
+
+def make_sampler(dataset: Dataset, *, shuffle: bool, generator: torch.Generator) -> Sampler:
+    """Under torchrun (a process group initialised), each process reads its own shard: in
+    training a shuffled one of equal length (the processes must take as many steps), elsewhere
+    an unpadded one, so that metrics summed over the processes count each image once."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if not shuffle:
+            return ShardSampler(len(dataset), rank, world)
+        return DistributedSampler(dataset, num_replicas=world, rank=rank, seed=int(generator.initial_seed()))
     return RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
 
 
@@ -108,6 +125,8 @@ def make_loader(
 def reseed_loader(loader: DataLoader, seed: int) -> None:
     """Make this epoch's order (and the workers' augmentation seeds) a function of ``seed`` alone."""
     loader.generator.manual_seed(seed)
+    if isinstance(loader.sampler, DistributedSampler):  # it draws its order from (its seed + epoch), not the generator
+        loader.sampler.set_epoch(seed)
 
 
 def decoded_batches(loader: DataLoader, *, threads: int = 1):

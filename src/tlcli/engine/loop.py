@@ -1,11 +1,13 @@
 """The training loop: ``train_one_epoch``, ``evaluate`` and ``fit``, plain and readable.
 
 Mixed precision has no branches: ``autocast`` and ``GradScaler`` are simply disabled when
-running in fp32. Metric sums go through ``reduce_sums`` so that they are right under DDP too.
+running in fp32. Metric sums stay on the device and go through ``reduce_sums``, so that they are
+right under DDP too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -17,10 +19,14 @@ from torch.utils.data import DataLoader
 
 from tlcli.data.loading import reseed_loader
 from tlcli.engine.device import Precision
-from tlcli.engine.distributed import reduce_sums
+from tlcli.engine.distributed import active, gather_objects, reduce_sums
 from tlcli.engine.observer import Observer
 from tlcli.errors import DataError, TlcliError
 from tlcli.models.freeze import set_train_mode
+
+# How often the epoch's sums are read back from the device for the progress display: each read
+# waits for the device to finish the queued steps, so not every batch.
+PROGRESS_EVERY_S = 0.5
 
 
 @dataclass
@@ -45,17 +51,23 @@ def batch_to_device(batch, device: torch.device, channels_last: bool):
 
 def train_step(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, criterion: nn.Module, scaler: torch.amp.GradScaler, *,
-    precision: Precision, accumulate: int = 1,
+    precision: Precision, accumulate: int = 1, check_finite: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, loss and (scaled) backward of one batch; returns the loss and the logits. The
-    optimiser steps in ``optimizer_step``, every ``accumulate`` batches."""
+    optimiser steps in ``optimizer_step``, every ``accumulate`` batches. ``check_finite`` reads
+    the loss back (a wait for the device); ``train_one_epoch`` checks it later, on the device."""
     with precision.autocast():
         logits = model(images)
         loss = criterion(logits, labels)
-    if not torch.isfinite(loss):
-        raise TlcliError(f"the loss became {loss.item()}; lower the learning rate or clip gradients")
+    if check_finite:
+        _raise_if_not_finite(loss)
     scaler.scale(loss / accumulate).backward()
     return loss.detach(), logits.detach()
+
+
+def _raise_if_not_finite(loss: torch.Tensor) -> None:
+    if not torch.isfinite(loss):
+        raise TlcliError(f"the loss became {loss.item()}; lower the learning rate or clip gradients")
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, *, grad_clip: float = 0.0) -> None:
@@ -84,31 +96,49 @@ def train_one_epoch(
     batch_scheduler=None,
     observer: Observer | None = None,
 ) -> Pass:
+    """One epoch. The step never waits for the device: the loss and accuracy sums and the
+    first non-finite loss stay there, read every PROGRESS_EVERY_S and at the end (a non-finite
+    loss stops the epoch at the next read, with the error ``train_step`` would raise)."""
     set_train_mode(model, bn_train=bn_train, keep_norm_statistics=keep_norm_statistics)
     observer = observer or Observer()
-    sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
-    skipped: list[str] = []
-    started = time.perf_counter()
+    sums = torch.zeros(2, dtype=torch.float64, device=_sum_device(device))  # loss * n, correct
+    non_finite = torch.zeros((), device=device)  # the first non-finite loss; 0 while there is none
+    images, skipped = 0, []
+    started = shown = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     batches = len(loader)
     for step, batch in enumerate(loader, start=1):
         skipped += batch.skipped
+        stepping = step % accumulate == 0 or step == batches
         if len(batch.labels):
-            images, labels = batch_to_device(batch, device, channels_last)
-            loss, logits = train_step(model, images, labels, criterion, scaler, precision=precision, accumulate=accumulate)
-            count = len(labels)
-            sums += torch.tensor([loss.item() * count, (logits.argmax(1) == labels).sum().item(), count], dtype=torch.float64)
-        if step % accumulate == 0 or step == batches:
+            inputs, labels = batch_to_device(batch, device, channels_last)
+            # Accumulating under DDP: gradients are averaged once, at the step, not every batch.
+            with contextlib.nullcontext() if stepping or not hasattr(model, "no_sync") else model.no_sync():
+                loss, logits = train_step(model, inputs, labels, criterion, scaler, precision=precision, accumulate=accumulate,
+                                          check_finite=False)
+            loss = loss.float()
+            non_finite = torch.where(torch.isfinite(non_finite) & ~torch.isfinite(loss), loss, non_finite)
+            sums += torch.stack([loss.to(sums) * len(labels), (logits.argmax(1) == labels).sum().to(sums)])
+            images += len(labels)
+        if stepping:
             optimizer_step(model, optimizer, scaler, grad_clip=grad_clip)
             if batch_scheduler is not None:
                 batch_scheduler.step()
-        seen = max(sums[2].item(), 1.0)
-        observer.batch_end(step, sums[0].item() / seen, sums[1].item() / seen, sums[2].item() / (time.perf_counter() - started))
-    total = reduce_sums(sums)
-    count = total[2].item()
-    if not count:
+        if step == batches or time.perf_counter() - shown >= PROGRESS_EVERY_S:
+            _raise_if_not_finite(non_finite)
+            loss_sum, correct = sums.tolist()
+            seen = max(images, 1)
+            observer.batch_end(step, loss_sum / seen, correct / seen, images / (time.perf_counter() - started))
+            shown = time.perf_counter()
+    total = reduce_sums(torch.cat([sums, sums.new_tensor([images])])).tolist()
+    if not total[2]:
         raise DataError(f"no training image of this epoch could be read ({len(skipped)} skipped); run 'tlcli data check'")
-    return Pass(total[0].item() / count, total[1].item() / count, int(count), time.perf_counter() - started, skipped)
+    return Pass(total[0] / total[2], total[1] / total[2], int(total[2]), time.perf_counter() - started, skipped)
+
+
+def _sum_device(device: torch.device) -> torch.device:
+    """float64 sums, exact over any epoch, where the device has float64 (MPS has not)."""
+    return torch.device("cpu") if device.type == "mps" else device
 
 
 @torch.no_grad()
@@ -124,32 +154,31 @@ def evaluate(
 ) -> Pass:
     """Loss and accuracy over ``loader``; with ``collect``, also every logit, label and index."""
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64)
-    skipped: list[str] = []
+    sums = torch.zeros(2, dtype=torch.float64, device=_sum_device(device))  # loss * n, correct
+    images, skipped = 0, []
     outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     started = time.perf_counter()
     for batch in loader:
         skipped += batch.skipped
         if not len(batch.labels):
             continue
-        images, labels = batch_to_device(batch, device, channels_last)
+        inputs, labels = batch_to_device(batch, device, channels_last)
         with precision.autocast():
-            logits = model(images)
+            logits = model(inputs)
         logits = logits.float()
         loss = criterion(logits, labels)
-        count = len(labels)
-        sums += torch.tensor([loss.item() * count, (logits.argmax(1) == labels).sum().item(), count], dtype=torch.float64)
+        sums += torch.stack([loss.to(sums) * len(labels), (logits.argmax(1) == labels).sum().to(sums)])
+        images += len(labels)
         if collect:
             outputs.append((logits.cpu(), batch.labels, batch.indices))
-    total = reduce_sums(sums)
-    count = total[2].item()
-    result = Pass(
-        total[0].item() / count if count else math.nan,
-        total[1].item() / count if count else math.nan,
-        int(count),
-        time.perf_counter() - started,
-        skipped,
-    )
+    # Each process read its unpadded shard: together, every image once, which the count checks.
+    loss_sum, correct, count, unread = reduce_sums(torch.cat([sums, sums.new_tensor([images, len(skipped)])])).tolist()
+    if active() and count + unread != len(loader.dataset):
+        raise TlcliError(f"the processes evaluated {int(count + unread)} images of {len(loader.dataset)}; each must read its shard once")
+    result = Pass(loss_sum / count if count else math.nan, correct / count if count else math.nan, int(count),
+                  time.perf_counter() - started, skipped)
+    if collect:
+        outputs = [part for parts in gather_objects(outputs) for part in parts]
     if collect and outputs:
         result.logits, result.labels, result.indices = (torch.cat(parts) for parts in zip(*outputs))
     return result
@@ -198,6 +227,12 @@ class Trainer:
     # The linear probe's epoch (``engine.probe.LinearProbe.epoch``), in place of train_one_epoch.
     full_batch_epoch: Callable[[], Pass] | None = None
     method: str = "adam"  # how the epochs train, recorded in each history row
+    # What ``evaluate`` runs when it is not ``model``: the network inside DistributedDataParallel.
+    evaluated: nn.Module | None = None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.model if self.evaluated is None else self.evaluated
 
 
 def fit(
@@ -231,7 +266,7 @@ def fit(
             batch_scheduler=t.scheduler if t.scheduler_per_batch else None, observer=observer,
         )
         validated = (
-            evaluate(t.model, t.val_loader, t.criterion, device=t.device, precision=t.precision, channels_last=t.channels_last)
+            evaluate(t.eval_model, t.val_loader, t.criterion, device=t.device, precision=t.precision, channels_last=t.channels_last)
             if t.val_loader is not None
             else None
         )
@@ -267,6 +302,7 @@ def _history_row(trainer: Trainer, epoch: int, trained: Pass, validated: Pass | 
         "train_acc": trained.accuracy,
         "val_loss": validated.loss if validated else math.nan,
         "val_acc": validated.accuracy if validated else math.nan,
+        "val_images": validated.images if validated else 0,  # under torchrun too: the whole split, once
         "lr": lr,
         "seconds": trained.seconds + (validated.seconds if validated else 0.0),
         "images_per_s": trained.images / trained.seconds if trained.seconds else 0.0,
