@@ -108,9 +108,17 @@ def _resume(path: Path, fallback: Path | None, checkpoint: dict[str, Any], epoch
             f"{path} was trained by {trained_by} process{'es' if trained_by > 1 else ''} and this run has {processes}: resume it with "
             f"{trained_by} (tlcli train --resume {path} --nproc {trained_by}, or torchrun --nproc_per_node {trained_by}), so that the "
             "global batch and each process's share of the data stay as they were")
-    # Rank 0 repairs the folder; the others then read the checkpoint it leaves.
-    repaired, killed = on_main(lambda: _recover(path, checkpoint, notes)[1:])
-    checkpoint, notes = (load_checkpoint(path) if repaired != notes else checkpoint), repaired
+
+    def repair() -> tuple[list[str], bool, bool]:
+        nonlocal checkpoint
+        recovered, repaired, killed = _recover(path, checkpoint, notes)
+        replaced, checkpoint = recovered is not checkpoint, recovered
+        return repaired, killed, replaced
+
+    # Rank 0 repairs the folder; the others read the checkpoint again only where it replaced it.
+    notes, killed, replaced = on_main(repair)
+    if replaced and not is_main_process():
+        checkpoint = load_checkpoint(path)
     config = TrainConfig.from_dict(checkpoint["config"])
     if epochs is not None:
         config = replace(config, run=replace(config.run, epochs=epochs))
