@@ -8,9 +8,10 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
-from tlcli.errors import CheckpointError
+from tlcli.errors import CheckpointError, TlcliError
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -99,3 +100,22 @@ def fsync_folder(folder: Path) -> None:
             os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def read_regular_file(path: Path, *, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, refused unless it is a regular file of at most ``limit`` bytes.
+
+    Opened without blocking, so a FIFO is refused instead of waiting forever for a writer, and
+    checked on the open descriptor, so a link to ``/dev/zero`` or a file swapped in after a check
+    is refused too; at most ``limit + 1`` bytes are ever read."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise TlcliError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise TlcliError(f"{what} {path} is not a regular file (a folder, a device or a pipe); give a file")
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise TlcliError(f"{what} {path} is larger than {limit:,} bytes, the most tlcli reads of one")
+    return data
