@@ -17,7 +17,8 @@ import torch
 import tlcli
 from tlcli.checkpoint import load_checkpoint
 from tlcli.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tlcli.runs import EPOCH_LINE, RUN_FILES
+from tlcli.run_files import MARKER
+from tlcli.runs import EPOCH_LINE
 from tlcli.training import resume, train
 
 from conftest import make_class_folder
@@ -25,6 +26,8 @@ from conftest import make_class_folder
 pytestmark = pytest.mark.usefixtures("isolated")
 
 KILL_HOOK = Path(__file__).parent / "kill_hook"
+# What a finished run leaves in its folder: no temporary file, no .lock.
+RUN_FILES = ("best.pt", "last.pt", "history.csv", "curves.png", "log.txt", "config.json", MARKER)
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ SOURCE = Path(tlcli.__file__).parent
 
 # A unit is a subpackage or a top-level module of tlcli.
 LAYERS = (
-    {"tlcli", "errors", "config", "files", "host", "vision", "cache", "runs", "metrics", "plots"},
+    {"tlcli", "errors", "config", "files", "host", "vision", "cache", "runs", "run_files", "stopping", "metrics", "plots"},
     {"data", "models"},
-    {"engine", "checkpoint", "features", "pipeline", "prepare"},
-    {"training", "evaluation", "prediction", "export", "diagnostics", "report", "serving", "study"},
+    {"engine", "checkpoint", "features", "pipeline", "prepare", "recovery"},
+    {"training", "autoresume", "evaluation", "prediction", "export", "diagnostics", "report", "serving", "study"},
     {"bench", "cli", "__main__"},
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

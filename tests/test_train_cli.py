@@ -198,8 +198,8 @@ def test_ctrl_c_after_an_epoch_says_how_to_resume_on_stderr_and_in_the_log(run_c
 
 def test_ctrl_c_before_the_first_epoch_ends_says_there_is_nothing_to_resume(run_cli, tiny, tmp_path):
     run = tmp_path / "run"
-    # Ctrl-C as the run writes its first file, config.json (the kill hook's first call in the folder).
-    process = _tlcli("train", *_tiny_options(tiny, run), TLCLI_KILL_DIR=str(run), TLCLI_KILL_AT="1", TLCLI_KILL_SIGNAL="SIGINT",
+    # Ctrl-C as the run writes config.json (the kill hook's 4th call in the folder: the run marker takes the first three).
+    process = _tlcli("train", *_tiny_options(tiny, run), TLCLI_KILL_DIR=str(run), TLCLI_KILL_AT="4", TLCLI_KILL_SIGNAL="SIGINT",
                      TLCLI_KILL_LOG=str(tmp_path / "calls.txt"))
     stderr = process.communicate(timeout=120)[1]
     assert process.returncode == 130, stderr

@@ -30,6 +30,11 @@ class ConfigError(TlcliError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run, with what the run left: the epoch its last.pt holds and how to
-    resume it. A KeyboardInterrupt still, so that no ``except TlcliError`` (a study moving on to
-    its next run) swallows it; the CLI shows the message and exits 130."""
+    """Ctrl-C, a termination signal or a stop asked for after an epoch, during a run, with what
+    the run left: the epoch its last.pt holds and how to resume it. A KeyboardInterrupt still, so
+    that no ``except TlcliError`` (a study moving on to its next run) swallows it; the CLI shows the
+    message and exits 128 + ``signum`` (130 for Ctrl-C)."""
+
+    def __init__(self, message: str, *, signum: int = 2):
+        super().__init__(message)
+        self.signum = signum

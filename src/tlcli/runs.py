@@ -10,7 +10,6 @@ import io
 import json
 import os
 import re
-import shutil
 import threading
 import time
 from datetime import datetime
@@ -20,6 +19,7 @@ from typing import Any
 from tlcli.errors import CheckpointError, TlcliError
 from tlcli.files import write_error, write_file_atomically
 from tlcli.plots import plot_curves, pyplot
+from tlcli.run_files import LOCK, RUN_FILES, foreign_entries, is_marked, mark, remove_run_files, run_id
 
 LATEST = "latest"
 # Drawing curves.png takes a quarter of a second; short epochs redraw it at most this often,
@@ -29,8 +29,6 @@ TENSORBOARD_SCALARS = {
     "loss/train": "train_loss", "loss/val": "val_loss", "accuracy/train": "train_acc", "accuracy/val": "val_acc", "lr": "lr",
 }
 HISTORY_FIELDS = ("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s", "method")
-# What a run writes; a kill mid-write leaves ".NAME.*" temporaries beside them.
-RUN_FILES = ("best.pt", "last.pt", "history.csv", "curves.png", "log.txt", "config.json")
 EPOCH_LINE = re.compile(r" phase (\d+) epoch (\d+): ")
 
 
@@ -59,12 +57,19 @@ class RunFolder:
     curves = property(lambda self: self.path / "curves.png")
 
     def open(self, *, fresh: bool, overwrite: bool = False) -> RunFolder:
-        """Create and lock the folder. ``fresh`` runs refuse a folder holding another run
-        (``clear_previous_run`` removes an overwritten one once the new run is ready to write).
+        """Create and lock the folder. A ``fresh`` run refuses a folder tlcli did not mark as a
+        run folder unless it is empty, and a marked one holding a checkpoint unless told to
+        overwrite it (``clear_previous_run`` removes the old run's files once the new run is ready
+        to write); a marked folder whose run died before its first checkpoint is started again.
         Temporary files of a killed run go: while the lock is held, nobody else writes here."""
         try:
             self._created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
+            foreign = foreign_entries(self.path) if fresh else []
+            if foreign:
+                raise TlcliError(
+                    f"{self.path} is not a tlcli run folder and is not empty ({len(foreign)} entries, such as {foreign[0]!r}): "
+                    "tlcli writes a new run only into a new or empty folder, and never deletes what it did not write; choose another --out")
             handle = self._lock()
         except OSError as exc:
             raise TlcliError(f"cannot write to the run folder {self.path}: {exc.strerror or exc}") from None
@@ -75,19 +80,40 @@ class RunFolder:
         handle.write(f"tlcli pid {os.getpid()}")
         handle.flush()
         self._lock_handle = handle
-        if fresh and self.last.exists() and not overwrite:
+        if fresh and self.holds_checkpoint() and not overwrite:
             self.close()
-            raise TlcliError(f"{self.path} already holds a run; resume it from {self.last}, choose another run folder, or overwrite it")
+            raise TlcliError(f"{self.path} already holds a run: resume it with tlcli train --resume {self.path} (or the same command "
+                             "with --resume auto), choose another run folder, or start it again with --overwrite")
         for name in RUN_FILES:
             for temporary in self.path.glob(f".{name}.*"):
                 temporary.unlink(missing_ok=True)
         return self
 
+    def holds_checkpoint(self) -> bool:
+        return self.last.is_file() or self.best.is_file()
+
+    @property
+    def run_id(self) -> str | None:
+        return run_id(self.path)
+
+    def in_use_by(self) -> str | None:
+        """Who holds the folder's lock (a run still writing), or None; takes nothing."""
+        try:
+            with open(self.path / LOCK) as handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except OSError:
+                    return handle.read().strip() or "another process"
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        except OSError:  # no lock file: nobody writes here
+            pass
+        return None
+
     def _lock(self):
         """The open, locked ``.lock`` file. ``close`` removes it before unlocking, so a file locked
         just as it was removed is let go, and the one now at ``.lock`` is locked instead."""
         while True:
-            handle = open(self.path / ".lock", "a+")
+            handle = open(self.path / LOCK, "a+")
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -96,23 +122,29 @@ class RunFolder:
                 handle.close()
                 raise TlcliError(f"run folder {self.path} is in use by {holder}; wait for it or choose another run folder") from None
             with contextlib.suppress(FileNotFoundError):
-                if os.stat(self.path / ".lock").st_ino == os.fstat(handle.fileno()).st_ino:
+                if os.stat(self.path / LOCK).st_ino == os.fstat(handle.fileno()).st_ino:
                     return handle
             handle.close()
 
-    def clear_previous_run(self) -> None:
-        """An overwritten run's files go before the new run writes, so an interrupted new run
-        never mixes with the old one; a new run that fails while preparing leaves the old one whole."""
-        for name in RUN_FILES:
-            (self.path / name).unlink(missing_ok=True)
-        shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
+    def clear_previous_run(self) -> str:
+        """An overwritten (or never checkpointed) run's files go before the new run writes, so an
+        interrupted new run never mixes with the old one; a new run that fails while preparing
+        leaves the old one whole. Only tlcli's own files go (``run_files``). The new run gets a new
+        id, which its checkpoints record; returns it."""
+        remove_run_files(self.path)
+        return mark(self.path)
+
+    def adopt(self, identifier: str | None) -> None:
+        """A resumed run's folder without a marker (an older tlcli's) becomes a marked one, with the id its checkpoints record."""
+        if not is_marked(self.path):
+            mark(self.path, identifier)
 
     def close(self) -> None:
         """Unlock, and remove ``.lock``: a ``.lock`` left behind marks a run that was killed.
         A folder this run created and never wrote to goes too (a run that failed before its first
         file leaves no empty folder among the runs)."""
         if self._lock_handle is not None:
-            (self.path / ".lock").unlink(missing_ok=True)
+            (self.path / LOCK).unlink(missing_ok=True)
             fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
             self._lock_handle.close()
             self._lock_handle = None

@@ -15,10 +15,12 @@ from tlcli.config import FinetuneConfig, TrainConfig
 from tlcli.engine.distributed import is_main_process, on_main, process_group, world_size
 from tlcli.engine.loop import Observer, Progress, Trainer, evaluate, fit
 from tlcli.errors import Interrupted, TlcliError
-from tlcli.files import link_or_copy
 from tlcli.models.freeze import count_parameters
 from tlcli.prepare import Prepared, Start, check_before_data, prepare
+from tlcli.recovery import recover, resumable
+from tlcli.run_files import checkpoint_run, foreign_checkpoint
 from tlcli.runs import RunFolder, checkpoints_root, default_run_name, resolve_checkpoint
+from tlcli.stopping import STOP_AFTER_EPOCH, Terminated, signal_name, stop_asked
 
 
 @dataclass
@@ -32,6 +34,7 @@ class RunResult:
     start: dict[str, float] | None = None  # finetune: validation before phase 2's first step
     notes: list[str] = field(default_factory=list)
     head_fit: dict[str, Any] | None = None  # the linear probe's choice, when phase 1 was fitted as one
+    status: str | None = None  # --resume auto: started | resumed | finished | already finished
 
     @property
     def files(self) -> dict[str, str]:
@@ -59,6 +62,7 @@ class RunResult:
             "files": self.files,
             "notes": self.notes,
             "head_fit": self.head_fit,
+            "status": self.status,
         }
 
 
@@ -87,16 +91,20 @@ def train(config: TrainConfig, *, observer: Observer | None = None) -> RunResult
 
 
 def resume(path: Path, *, epochs: int | None = None, observer: Observer | None = None) -> RunResult:
-    """Continue a run from its checkpoint, after making its folder whole again (``_recover``); a
+    """Continue a run from its checkpoint, after making its folder whole again (``recovery.recover``); a
     killed run whose checkpoint had already completed its epochs is finished without training.
     Under torchrun, with as many processes as the run had: each goes on with its own shard."""
-    path, fallback = _resumable(Path(path))
+    path, fallback = resumable(Path(path) / "last.pt" if Path(path).is_dir() else Path(path))
     checkpoint = load_checkpoint(path)
     with process_group(checkpoint["config"]["run"]["device"]):
         return _resume(path, fallback, checkpoint, epochs, observer or Observer())
 
 
 def _resume(path: Path, fallback: Path | None, checkpoint: dict[str, Any], epochs: int | None, observer: Observer) -> RunResult:
+    foreign = foreign_checkpoint(path, checkpoint)
+    if foreign:
+        raise TlcliError(f"{foreign}: a run is resumed only in its own folder; resume it there, or start phase 2 from it with "
+                         f"tlcli finetune --from {path}")
     last = path.parent / "last.pt"
     if path.name != "last.pt" and last.exists() and load_checkpoint(last)["progress"]["epoch"] > checkpoint["progress"]["epoch"]:
         raise TlcliError(f"{path} is behind {last}; resume from {last}, or resuming would discard the epochs after it")
@@ -111,7 +119,7 @@ def _resume(path: Path, fallback: Path | None, checkpoint: dict[str, Any], epoch
 
     def repair() -> tuple[list[str], bool, bool]:
         nonlocal checkpoint
-        recovered, repaired, killed = _recover(path, checkpoint, notes)
+        recovered, repaired, killed = recover(path, checkpoint, notes)
         replaced, checkpoint = recovered is not checkpoint, recovered
         return repaired, killed, replaced
 
@@ -130,52 +138,12 @@ def _resume(path: Path, fallback: Path | None, checkpoint: dict[str, Any], epoch
     return _run(run, observer)
 
 
-def _resumable(path: Path) -> tuple[Path, Path | None]:
-    """The checkpoint to resume from, and the missing last.pt it stands in for: best.pt is
-    written first, so a kill during a run's first save can leave it alone in the folder."""
-    best = path.with_name("best.pt")
-    if path.name == "last.pt" and not path.exists() and best.is_file():
-        return best, path
-    return path, None
-
-
-def _recover(path: Path, checkpoint: dict[str, Any], notes: list[str]) -> tuple[dict[str, Any], list[str], bool]:
-    """A kill can leave a run folder with temporary files (``RunFolder.open`` removes them), best.pt
-    ahead of last.pt, and history.csv and log.txt behind the checkpoint. The checkpoints are the
-    truth: the rest is rewritten from them. Returns the checkpoint to resume from, ``notes`` and
-    what was repaired (all logged), and whether the folder's previous run was killed."""
-    with RunFolder(path.parent).open(fresh=False) as folder:
-        checkpoint, repaired = _reconcile_best_and_last(folder, checkpoint) if path.name == "last.pt" else (checkpoint, [])
-        notes = [*notes, *repaired]
-        progress, history = checkpoint["progress"], checkpoint["history"]
-        best_row = len(history) - progress["epoch"] + progress["best_epoch"]  # in the history's numbering, which spans phases
-        logged = folder.restore(history, phase=checkpoint["phase"], best_epoch=best_row)
-        if logged:
-            notes.append(f"log.txt lacked epoch {', '.join(map(str, logged))}; it and history.csv are rewritten from the checkpoint")
-        for note in notes:
-            folder.log(note)
-        return checkpoint, notes, folder.killed_before
-
-
-def _reconcile_best_and_last(folder: RunFolder, last: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """best.pt is written before last.pt, so a kill between the two leaves best.pt, a whole
-    checkpoint, one epoch ahead: it becomes last.pt. Older tlcli versions wrote last.pt first, so
-    their kills left last.pt naming itself the best epoch and best.pt an older one: last.pt
-    becomes best.pt."""
-    best = load_checkpoint(folder.best) if folder.best.is_file() else None
-    epoch = last["progress"]["epoch"]
-    if best is not None and best["progress"]["epoch"] > epoch:
-        link_or_copy(folder.best, folder.last)
-        return best, [f"last.pt was one save behind best.pt (a kill between the two): it is now best.pt's epoch {best['progress']['epoch']}"]
-    if last["progress"]["best_epoch"] == epoch and (best is None or best["progress"]["epoch"] != epoch):
-        link_or_copy(folder.last, folder.best)
-        return last, [f"best.pt did not hold epoch {epoch}, the best epoch last.pt records: it is now a copy of last.pt"]
-    return last, []
-
-
 def finetune(config: FinetuneConfig, *, observer: Observer | None = None) -> RunResult:
+    observer = observer or Observer()
     source = resolve_checkpoint(config.source)
     checkpoint = load_checkpoint(source)
+    for warning in _source_warnings(source, checkpoint):
+        observer.warning(warning)
     phase1 = TrainConfig.from_dict(checkpoint["config"])
     optim = replace(phase1.optim, **{"lr": config.lr, "backbone_lr_mult": config.backbone_lr_mult, **dict(config.optim_overrides)})
     # Phase 1's cache_features "on" would refuse the unfrozen backbone of phase 2.
@@ -188,7 +156,23 @@ def finetune(config: FinetuneConfig, *, observer: Observer | None = None) -> Run
         run_dir = on_main(lambda: Path(run.out) if run.out else
                           source.parent.parent / default_run_name(phase1.data.source, phase1.model.arch, "-ft"))
         return _run(_Run(train_config, run_dir, fresh=True, start=start, parent=str(source), history=list(checkpoint["history"])),
-                    observer or Observer())
+                    observer)
+
+
+def _source_warnings(source: Path, checkpoint: dict[str, Any]) -> list[str]:
+    """Phase 2 refuses a phase 1 still training (its best.pt would change under it) and names a
+    source that did not finish its epochs or is another run's checkpoint."""
+    holder = RunFolder(source.parent).in_use_by()
+    if holder:
+        raise TlcliError(f"{source.parent} is still training ({holder}); fine-tune it once it has finished")
+    warnings = [foreign] if (foreign := foreign_checkpoint(source, checkpoint)) else []
+    last = source.parent / "last.pt"  # best.pt's own progress stops at its epoch, however far the run went
+    progress = (load_checkpoint(last) if source != last and last.is_file() else checkpoint)["progress"]
+    planned = checkpoint["config"]["run"]["epochs"]
+    if progress["epoch"] < planned and not progress["stopped_early"]:
+        warnings.append(f"{source} comes from a run that ran {progress['epoch']} of its {planned} epochs (it was stopped or killed): "
+                        f"phase 2 starts from that model; finish phase 1 first with tlcli train --resume {source.parent}")
+    return warnings
 
 
 def _run(run: _Run, observer: Observer) -> RunResult:
@@ -209,8 +193,8 @@ def _run(run: _Run, observer: Observer) -> RunResult:
     with folder:
         try:
             return _prepare_and_fit(run, folder, history, observer)
-        except KeyboardInterrupt:
-            raise _interrupted(run, folder) from None
+        except KeyboardInterrupt as interrupt:
+            raise _interrupted(run, folder, interrupt) from None
         finally:
             observer.close()
 
@@ -226,14 +210,18 @@ def _prepare_and_fit(run: _Run, folder: RunFolder, history: list[dict], observer
     _begin(run, prepared, folder, result, observer)
 
     def checkpoint() -> dict[str, Any]:
-        lineage = {"phase": run.start.phase, "parent": run.parent, "start": result.start, "head_fit": result.head_fit}
+        lineage = {"phase": run.start.phase, "parent": run.parent, "start": result.start, "head_fit": result.head_fit,
+                   "run": checkpoint_run(folder.path)}
         return training_checkpoint(prepared, progress=progress, history=history, lineage=lineage)
 
     def save(progress: Progress, history: list[dict], is_best: bool) -> None:  # the same objects fit updates
         if is_main_process():
             atomic_save(checkpoint(), folder.last, *([folder.best] if is_best else []))
-            run.saved = history[-1]["epoch"]
             folder.write_epoch(history, is_best=is_best)
+        run.saved = history[-1]["epoch"]
+        more = progress.epoch < prepared.config.run.epochs and not progress.stopped_early
+        if more and stop_asked():
+            raise Terminated(STOP_AFTER_EPOCH)
 
     if run.start.phase > 1 and not run.start.resume and prepared.trainer.val_loader is not None:
         _start_from_parent(result, progress, folder, checkpoint, prepared.trainer)
@@ -247,15 +235,21 @@ def _prepare_and_fit(run: _Run, folder: RunFolder, history: list[dict], observer
     return result
 
 
-def _interrupted(run: _Run, folder: RunFolder) -> Interrupted:
-    """Ctrl-C: what last.pt holds and how to go on from it, for the user and for log.txt."""
+def _interrupted(run: _Run, folder: RunFolder, interrupt: KeyboardInterrupt) -> Interrupted:
+    """Ctrl-C, a termination signal or a stop asked for after an epoch: what last.pt holds and
+    how to go on from it, for the user and for log.txt."""
+    signum = getattr(interrupt, "signum", 2)
+    how = "interrupted" if signum == 2 else f"stopped by {signal_name(signum)}"
+    if signum == STOP_AFTER_EPOCH:
+        how = f"stopped after epoch {run.saved}'s checkpoint, as {signal_name(signum)} asked"
     if run.saved is None:
-        message = "interrupted before the first epoch ended: there is nothing to resume; run the command again"
+        message = f"{how} before the first epoch ended: there is nothing to resume; run the command again"
     else:
-        message = f"interrupted after epoch {run.saved}; resume with: tlcli train --resume {folder.last}"
+        message = (f"{how}{'' if signum == STOP_AFTER_EPOCH else f' after epoch {run.saved}'}; resume with: "
+                   f"tlcli train --resume {folder.last}")
     if run.logging and is_main_process():
         folder.log(message)
-    return Interrupted(message)
+    return Interrupted(message, signum=signum)
 
 
 def _begin(run: _Run, prepared: Prepared, folder: RunFolder, result: RunResult, observer: Observer) -> None:
@@ -269,6 +263,8 @@ def _begin(run: _Run, prepared: Prepared, folder: RunFolder, result: RunResult, 
         return
     if run.fresh:
         folder.clear_previous_run()
+    else:
+        folder.adopt((run.start.checkpoint.get("run") or {}).get("id"))
     run.logging = True
     resolved, asked = prepared.resolved_config().to_dict(), run.config.to_dict()
     # Beside each resolved value, what was asked for it when that differs ("auto", or none: the default).

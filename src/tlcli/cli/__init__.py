@@ -1,7 +1,8 @@
 """The ``tlcli`` command line: a thin shell over the library.
 
 Exit codes: 0 success; 1 a runtime failure, reported as one ``Error: ...`` line on stderr
-(``--debug`` adds the traceback); 2 a usage error (unknown option, bad value); 130 interrupted.
+(``--debug`` adds the traceback); 2 a usage error (unknown option, bad value); 128 + N ended by
+signal N: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP, 138 stopped after an epoch on SIGUSR1.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from tlcli import __version__
 from tlcli.cli import output
 from tlcli.cli.help import HELP_OPTION_NAMES, command_tree, epilog
 from tlcli.errors import ConfigError, Interrupted, TlcliError
+from tlcli.stopping import exit_code, handling_signals
 
-EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure (one 'Error:' line on stderr), 2 usage error, 130 interrupted."
+EXIT_CODES_HELP = ("Exit codes: 0 success, 1 runtime failure (one 'Error:' line on stderr), 2 usage error, "
+                   "128+N ended by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).")
 
 app = typer.Typer(
     name="tlcli",
@@ -54,17 +57,26 @@ def _root(
 def _reporting_interrupts(command):
     """Typer turns Ctrl-C inside a command into a silent exit 130: say so first, with a run's
     own account when it gives one (the epoch its last.pt holds, and how to resume). ``main``'s
-    own handler covers Ctrl-C outside commands (while parsing)."""
+    own handler covers interrupts outside commands (while parsing). SIGTERM and SIGHUP arrive
+    here as interrupts too (``stopping.handling_signals``)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt as exc:
-            output.error(str(exc) if isinstance(exc, Interrupted) else "interrupted")
-            raise typer.Exit(130) from None
+            _report_interrupt(exc)
+            raise typer.Exit(exit_code(exc)) from None
 
     return wrapper
+
+
+def _report_interrupt(interrupt: BaseException) -> None:
+    if isinstance(interrupt, Interrupted):
+        output.error(str(interrupt))
+    else:
+        name = str(interrupt) if getattr(interrupt, "signum", None) else ""
+        output.error(f"stopped by {name}" if name else "interrupted")
 
 
 def _register() -> None:
@@ -111,12 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     _arguments = list(sys.argv[1:] if argv is None else argv)
     args = _debug_first(list(_arguments))
     try:
-        result = command_tree(app).main(args=args, prog_name="tlcli", standalone_mode=False)
+        with handling_signals():
+            result = command_tree(app).main(args=args, prog_name="tlcli", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        output.error("interrupted")
-        return 130
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        interrupt = exc.__cause__ if isinstance(exc, typer.Abort) and exc.__cause__ else exc  # click wraps it in Abort
+        _report_interrupt(interrupt)
+        return exit_code(interrupt)
     except TlcliError as exc:
         if _debug:
             traceback.print_exc()

@@ -14,7 +14,10 @@ from tlcli.cli.train_options import with_phase1_overrides, with_train_options
 from tlcli.config import FINETUNE_BACKBONE_LR_MULT, FINETUNE_LR, FinetuneConfig, TrainConfig
 from tlcli.errors import ConfigError
 
-EPILOG = "Exit codes: 0 success, 1 runtime failure (one 'Error:' line), 2 usage error, 130 interrupted (last.pt is intact)."
+EPILOG = ("Exit codes: 0 success (also: --resume auto found the run already finished), 1 runtime failure (one 'Error:' line), "
+          "2 usage error, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, 138 stopped after an epoch's checkpoint on SIGUSR1 (last.pt is intact in each).")
+RESUME_HELP = ("auto: resume the run in --out if it holds a checkpoint, else start it (the line for cron jobs); "
+               "or a run folder or last.pt to continue (then only --epochs may change)")
 
 
 def _render(result) -> None:
@@ -44,7 +47,7 @@ def _render(result) -> None:
 def train(
     config: TrainConfig,
     folds: Annotated[int, typer.Option("--folds", min=0, help="Stratified K-fold cross-validation on train+val: one model per fold, mean ± std (0: off).", rich_help_panel="Run")] = 0,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run from its last.pt (only --epochs may change) [default: a new run].", rich_help_panel="Run")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help=RESUME_HELP + " [default: a new run].", rich_help_panel="Run")] = None,
     nproc: options.Nproc = 1,
     as_json: options.JsonOption = False,
     changed: frozenset[str] = frozenset(),
@@ -60,9 +63,15 @@ def train(
     if nproc > 1:
         _relaunch(nproc)
     observer = make_observer()
-    if resume is not None:
+    if resume == "auto":
+        if folds:
+            raise ConfigError("--resume auto resumes one run; a --folds study resumes by running it again with the same --out")
+        from tlcli.autoresume import train_or_resume
+
+        result = train_or_resume(config, observer=observer)
+    elif resume is not None:
         _check_resume_options(changed | ({"folds"} if folds else set()))
-        result = training.resume(resume, epochs=config.run.epochs if "epochs" in changed else None, observer=observer)
+        result = training.resume(Path(resume), epochs=config.run.epochs if "epochs" in changed else None, observer=observer)
     elif folds:
         return _cross_validate(config, folds, as_json)
     else:
@@ -134,6 +143,7 @@ def finetune(
                                          help="val_acc | val_loss: picks best.pt (after the linear probe the val loss stays flat while accuracy climbs).")] = "val_acc",
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder [default: DATA-ARCH-TIME-ft beside phase 1's].", rich_help_panel="Run")] = None,
     overwrite: options.Overwrite = False,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="auto: resume the phase-2 run in --out if it holds a checkpoint, else start it (the line for cron jobs) [default: a new run].", rich_help_panel="Run")] = None,
     nproc: options.Nproc = 1,
     as_json: options.JsonOption = False,
     overrides: dict[str, dict] | None = None,
@@ -161,5 +171,12 @@ def finetune(
         bn_train=bn_train,
         monitor=monitor,
     )
-    result = training.finetune(config, observer=make_observer())
+    if resume not in (None, "auto"):
+        raise ConfigError(f"finetune --resume takes auto, not {resume!r}; to continue a stopped phase-2 run, use tlcli train --resume {resume}")
+    if resume == "auto":
+        from tlcli.autoresume import finetune_or_resume
+
+        result = finetune_or_resume(config, observer=make_observer())
+    else:
+        result = training.finetune(config, observer=make_observer())
     _show(result, as_json)
