@@ -24,6 +24,7 @@ from tlcli.engine.loop import evaluate
 from tlcli.errors import DataError, TlcliError
 from tlcli.metrics import ClassificationMetrics, classification_metrics, fit_verdict
 from tlcli.plots import plot_confusion
+from tlcli.run_files import foreign_checkpoint
 from tlcli.runs import resolve_checkpoint
 
 
@@ -147,7 +148,7 @@ def _evaluate_checkpoint(
     # columns: image_column, label_column, image_dir, for data whose columns differ from training's.
     data_config = replace(config.data, **({"source": data} if data else {}), **(columns or {}))
     dataset = load_data(data_config)
-    notes = list(dataset.notes)
+    notes = [*filter(None, [foreign_checkpoint(path, checkpoint)]), *dataset.notes]
     recorded = checkpoint["data"]["split"].get("fingerprints", {}).get(split)
     same_source = data is None or _same_source(data, config.data.source)
     if same_source and recorded and dataset.split_info.get("fingerprints", {}).get(split) != recorded:

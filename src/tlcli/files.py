@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 
 from tlcli.errors import CheckpointError, TlcliError
+from tlcli.stopping import deferred
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -38,7 +39,13 @@ def write_file_atomically(data: bytes, path: Path) -> None:
 def write_atomically(path: Path, write, *also: Path) -> None:
     """Call ``write(stream)`` on a temporary file beside ``path``, fsync it, then replace
     ``path``: readers see the old file or the new one, never a part. Each of ``also`` gets the
-    same contents first, so none of them is ever behind ``path``."""
+    same contents first, so none of them is ever behind ``path``. A termination signal waits for
+    the write to end (``stopping.deferred``)."""
+    with deferred():
+        _write_atomically(path, write, also)
+
+
+def _write_atomically(path: Path, write, also) -> None:
     try:
         handle, temporary = _temporary_beside(path)
     except OSError as exc:  # a missing, read-only or full folder: nothing was written

@@ -20,6 +20,7 @@ from tlcli.errors import CheckpointError, TlcliError
 from tlcli.files import write_error, write_file_atomically
 from tlcli.plots import plot_curves, pyplot
 from tlcli.run_files import LOCK, RUN_FILES, foreign_entries, is_marked, mark, remove_run_files, run_id
+from tlcli.stopping import deferred
 
 LATEST = "latest"
 # Drawing curves.png takes a quarter of a second; short epochs redraw it at most this often,
@@ -179,9 +180,11 @@ class RunFolder:
         self._scalars = _summary_writer(self.path) if tensorboard else None
         threading.Thread(target=pyplot, daemon=True).start()
 
+    @deferred()
     def write_epoch(self, history: list[dict], *, is_best: bool) -> None:
         """After each epoch's checkpoint: history.csv, the log line, TensorBoard scalars, and
-        curves.png at most every CURVES_EVERY_S (short epochs would spend their time drawing)."""
+        curves.png at most every CURVES_EVERY_S (short epochs would spend their time drawing).
+        A termination signal waits for the end: an import of matplotlib cut in half breaks it."""
         self.write_history(history)
         if time.monotonic() - self._plotted >= CURVES_EVERY_S:
             plot_curves(history, self.curves, title=self._title)
@@ -205,6 +208,7 @@ class RunFolder:
             self.log(_epoch_line(row, is_best=row["epoch"] == best_epoch) + ", recovered from the checkpoint")
         return [row["epoch"] for row in missing]
 
+    @deferred()
     def end_epochs(self, history: list[dict]) -> None:
         """The last drawing of the curves (also after an interrupt), and TensorBoard closed."""
         if history:

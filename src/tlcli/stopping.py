@@ -14,10 +14,18 @@ import contextlib
 import signal
 import threading
 
-TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+TERMINATING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOP_AFTER_EPOCH = signal.SIGUSR1
 
+_RETRY_S = 0.02
 _stop_asked = threading.Event()
+
+
+class _State:
+    handling = False  # handling_signals is active
+    raised: int | None = None  # the termination signal raised already: later ones are ignored
+    deferring = 0  # depth of ``deferred`` blocks
+    pending: int | None = None  # a signal that arrived inside one
 
 
 class Terminated(KeyboardInterrupt):
@@ -42,27 +50,74 @@ def stop_asked() -> bool:
     return _stop_asked.is_set()
 
 
-@contextlib.contextmanager
-def handling_signals():
-    """SIGTERM and SIGHUP raise ``Terminated`` once (a second one while the first is handled is
-    ignored, so the clean-up finishes; SIGKILL remains), SIGUSR1 sets ``stop_asked``. The previous
-    handlers come back afterwards. Outside the main thread signals cannot be caught: nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+def _terminate(signum, frame) -> None:
+    if _State.raised is not None:
         return
-    raised = []
+    if _State.deferring or _importing(frame):
+        _State.pending = _State.pending or signum
+        if not _State.deferring:  # look again shortly: an import cannot say when it is done
+            signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
+        return
+    _State.raised = signum
+    raise Terminated(signum)
 
-    def terminate(signum, _frame):
-        if not raised:
-            raised.append(signum)
+
+def _retry(_signum, frame) -> None:
+    if _State.pending is not None and not _State.deferring:
+        _terminate(_State.pending, frame)
+
+
+def _importing(frame) -> bool:
+    """Whether the main thread is inside an import: an exception raised there can leave a module
+    half made in ``sys.modules`` (numpy without its functions), and libraries that guard their
+    imports with a bare ``except`` swallow it, so the run goes on with broken modules."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def raised_signal() -> int | None:
+    """The termination signal raised in this ``handling_signals`` block, if any."""
+    return _State.raised
+
+
+@contextlib.contextmanager
+def deferred():
+    """A termination signal that arrives inside waits for the block's end: a file being written
+    (torch.save turns an exception raised inside it into a RuntimeError) is finished first."""
+    _State.deferring += 1
+    try:
+        yield
+    finally:
+        _State.deferring -= 1
+        if not _State.deferring and _State.pending is not None:
+            signum, _State.pending = _State.pending, None
+            _State.raised = signum
             raise Terminated(signum)
 
-    previous = {signum: signal.signal(signum, terminate) for signum in TERMINATING}
+
+@contextlib.contextmanager
+def handling_signals():
+    """SIGINT, SIGTERM and SIGHUP raise ``Terminated`` once (a second one while the first is
+    handled is ignored, so the clean-up finishes; SIGKILL remains), outside imports and
+    ``deferred`` blocks (there it waits for their end), SIGUSR1 sets ``stop_asked``.
+    The previous handlers come back afterwards. Outside the main thread signals cannot be caught:
+    nothing changes."""
+    if threading.current_thread() is not threading.main_thread() or _State.handling:
+        yield
+        return
+    previous = {signum: signal.signal(signum, _terminate) for signum in TERMINATING}
     previous[STOP_AFTER_EPOCH] = signal.signal(STOP_AFTER_EPOCH, lambda *_: _stop_asked.set())
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, _retry)
+    _State.handling, _State.raised, _State.pending = True, None, None
     _stop_asked.clear()
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _State.handling = False
         _stop_asked.clear()

@@ -6,8 +6,10 @@ history start from (a ``Start``); ``_run`` is the same short sequence for all of
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from signal import SIGINT
 from typing import Any
 
 from tlcli.checkpoint import atomic_save, load_checkpoint, training_checkpoint
@@ -228,9 +230,13 @@ def _prepare_and_fit(run: _Run, folder: RunFolder, history: list[dict], observer
     try:
         fit(prepared.trainer, epochs=prepared.config.run.epochs, progress=progress, history=history, save=save, observer=observer,
             epoch_offset=offset)
-    finally:
-        if is_main_process():
-            folder.end_epochs(history)
+    except BaseException:
+        if is_main_process():  # the curves as far as they go; a failure of theirs must not hide the run's own
+            with contextlib.suppress(Exception):
+                folder.end_epochs(history)
+        raise
+    if is_main_process():
+        folder.end_epochs(history)
     _finish(run, prepared, folder, result, observer)
     return result
 
@@ -238,8 +244,8 @@ def _prepare_and_fit(run: _Run, folder: RunFolder, history: list[dict], observer
 def _interrupted(run: _Run, folder: RunFolder, interrupt: KeyboardInterrupt) -> Interrupted:
     """Ctrl-C, a termination signal or a stop asked for after an epoch: what last.pt holds and
     how to go on from it, for the user and for log.txt."""
-    signum = getattr(interrupt, "signum", 2)
-    how = "interrupted" if signum == 2 else f"stopped by {signal_name(signum)}"
+    signum = getattr(interrupt, "signum", SIGINT)
+    how = "interrupted" if signum == SIGINT else f"stopped by {signal_name(signum)}"
     if signum == STOP_AFTER_EPOCH:
         how = f"stopped after epoch {run.saved}'s checkpoint, as {signal_name(signum)} asked"
     if run.saved is None:

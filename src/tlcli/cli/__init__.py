@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import signal
 import sys
 import traceback
 from typing import Annotated, Optional
@@ -20,7 +21,7 @@ from tlcli import __version__
 from tlcli.cli import output
 from tlcli.cli.help import HELP_OPTION_NAMES, command_tree, epilog
 from tlcli.errors import ConfigError, Interrupted, TlcliError
-from tlcli.stopping import exit_code, handling_signals
+from tlcli.stopping import Terminated, exit_code, handling_signals, raised_signal
 
 EXIT_CODES_HELP = ("Exit codes: 0 success, 1 runtime failure (one 'Error:' line on stderr), 2 usage error, "
                    "128+N ended by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).")
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 
 _debug = False
+_interrupt_reported = False
 _arguments: list[str] = []  # this invocation's, for commands that start themselves again (--nproc)
 
 
@@ -72,11 +74,13 @@ def _reporting_interrupts(command):
 
 
 def _report_interrupt(interrupt: BaseException) -> None:
+    global _interrupt_reported
+    _interrupt_reported = True
     if isinstance(interrupt, Interrupted):
         output.error(str(interrupt))
     else:
-        name = str(interrupt) if getattr(interrupt, "signum", None) else ""
-        output.error(f"stopped by {name}" if name else "interrupted")
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        output.error("interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}")
 
 
 def _register() -> None:
@@ -118,17 +122,21 @@ def arguments() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting, so tests can call it in-process."""
-    global _debug, _arguments
-    _debug = False
+    global _debug, _arguments, _interrupt_reported
+    _debug, _interrupt_reported = False, False
     _arguments = list(sys.argv[1:] if argv is None else argv)
     args = _debug_first(list(_arguments))
     try:
         with handling_signals():
             result = command_tree(app).main(args=args, prog_name="tlcli", standalone_mode=False)
+            signum = raised_signal()
+        if signum is not None and not _interrupt_reported:
+            # Typer turns an interrupt while parsing (in an option's callback) into a silent 130.
+            raise Terminated(signum)
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt) as exc:
-        interrupt = exc.__cause__ if isinstance(exc, typer.Abort) and exc.__cause__ else exc  # click wraps it in Abort
+        interrupt = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else exc  # click wraps it in Abort
         _report_interrupt(interrupt)
         return exit_code(interrupt)
     except TlcliError as exc:

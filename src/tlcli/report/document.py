@@ -45,6 +45,7 @@ def _run_blocks(run_dir: Path) -> list[Block]:
     from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
     from tlcli.evaluation import evaluate_checkpoint
     from tlcli.models.summary import summarize_built
+    from tlcli.run_files import foreign_checkpoint
 
     best = run_dir / "best.pt"
     checkpoint = load_checkpoint(best)
@@ -53,6 +54,7 @@ def _run_blocks(run_dir: Path) -> list[Block]:
     split = "test" if sum(counts.get("test", {}).values()) else "val"
     evaluation = evaluate_checkpoint(str(best), split=split)
     metrics = evaluation.metrics
+    warnings = [Block("text", f"**Warning:** {foreign}.")] if (foreign := foreign_checkpoint(best, checkpoint)) else []
     history = checkpoint["history"]
     fit = evaluation.fit or {}
     totals = {name: sum(counts[s][name] for s in counts) for name in checkpoint["classes"]}
@@ -60,6 +62,7 @@ def _run_blocks(run_dir: Path) -> list[Block]:
     arch = checkpoint["model"]["arch"]
     blocks = [
         Block("heading", f"{arch} on {data['source']}", 1),
+        *warnings,
         Block("heading", "TL;DR"),
         Block("text", (
             f"{arch} ({checkpoint['model']['weights']} weights, freeze policy '{checkpoint['freeze']['policy']}', phase {checkpoint['phase']}) "
