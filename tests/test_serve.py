@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,9 +30,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+BODY_TIMEOUT_S = 2
+RECEIVING = 8
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """One worker and one waiting upload, so that a few concurrent uploads overflow it."""
+    """One worker and one waiting upload, so that a few concurrent uploads overflow it; bodies
+    that take over BODY_TIMEOUT_S seconds to arrive, or arrive beyond RECEIVING at once, refused."""
     from tlcli.config import ModelConfig, RunConfig, TrainConfig
     from tlcli.training import train
 
@@ -44,7 +51,7 @@ def server(tmp_path_factory):
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tlcli", "serve", str(run), "--port", str(port), "--max-upload-mb", "0.1",
-         "--concurrency", "1", "--queue", "1"],
+         "--concurrency", "1", "--queue", "1", "--body-timeout", str(BODY_TIMEOUT_S), "--receiving", str(RECEIVING)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     # Read stderr as it comes: the request log must never fill the pipe and stall the server.
@@ -225,6 +232,193 @@ def test_topk_is_clamped_to_the_classes_and_bad_values_get_json_400(server):
         assert answer.status_code == 400 and "topk" in answer.json()["error"], bad
 
 
+def test_huge_repeated_and_negative_topk_get_json_400(server):
+    url, _, _ = server
+    ((data, _),) = _digit_pngs(1)
+    files = {"image": ("digit.png", data, "image/png")}
+    for query in ("topk=" + "9" * 5000, "topk=1000000", "topk=-3", "topk=2&topk=3", "topk=%EF%BC%99"):
+        answer = httpx.post(f"{url}/predict?{query}", files=files)
+        assert answer.status_code == 400 and "topk" in answer.json()["error"], query[:40]
+        assert len(answer.text) < 200, "the value is not echoed whole"
+    assert httpx.post(f"{url}/predict?topk=999999", files=files).status_code == 200  # the largest accepted, clamped
+
+
+def test_too_many_files_are_refused_naming_the_limit_and_the_count(server):
+    url, _, _ = server
+    answer = httpx.post(f"{url}/predict", files=[("image", (f"{i}.png", b"x", "image/png")) for i in range(1001)])
+    assert answer.status_code == 413
+    assert answer.json()["error"] == "too many files: 1,001 sent, at most 1,000 per request"
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _send_slowly(port: int, answers: list, *, seconds: float) -> None:
+    """An upload whose body trickles in, a byte every 0.2 s, for at most ``seconds``: appends the
+    seconds it took to be answered and the answer (b"" if never)."""
+    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=XX\r\n"
+            b"Content-Length: 50000\r\n\r\n" b'--XX\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n')
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as sender:
+        sender.sendall(head)
+        sender.settimeout(0.2)
+        answer = b""
+        while not answer and time.monotonic() - started < seconds:
+            try:
+                sender.sendall(b"a")
+                answer = sender.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:  # closed once answered: what was answered is still readable
+                answer = _rest(sender)
+        answers.append((time.monotonic() - started, answer + _rest(sender) if answer else answer))
+
+
+def _rest(connection: socket.socket) -> bytes:
+    """What is left to read until the server closes the connection (it closes after refusals)."""
+    data = b""
+    connection.settimeout(2)
+    try:
+        while chunk := connection.recv(4096):
+            data += chunk
+    except OSError:
+        pass
+    return data
+
+
+def _status_and_json(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def _slow_senders(port: int, count: int) -> tuple[list[threading.Thread], list]:
+    answers: list = []
+    senders = [threading.Thread(target=_send_slowly, args=(port, answers), kwargs={"seconds": BODY_TIMEOUT_S + 5}) for _ in range(count)]
+    for sender in senders:
+        sender.start()
+    time.sleep(0.5)  # their headers read, their bodies being received
+    return senders, answers
+
+
+def _all_answered_408_in_time(senders: list[threading.Thread], answers: list) -> None:
+    for sender in senders:
+        sender.join()
+    assert len(answers) == len(senders)
+    for seconds, answer in answers:
+        status, body = _status_and_json(answer)
+        assert status == 408 and f"{BODY_TIMEOUT_S}-second limit" in body["error"]
+        assert BODY_TIMEOUT_S - 0.5 < seconds < BODY_TIMEOUT_S + 1.5, seconds
+
+
+def test_slow_senders_get_408_and_never_keep_others_waiting(server, digit):
+    """More trickling uploads than workers and queue together: answered 408 once the body timeout
+    has passed, trickle as they may; meanwhile an upload sent whole is classified at once. With
+    RECEIVING bodies arriving at once, the next upload gets 503 until the slow ones are gone."""
+    url, _, _ = server
+    path, label = digit
+    files = {"image": ("digit.png", path.read_bytes(), "image/png")}
+    senders, answers = _slow_senders(_port(url), 3)  # one worker and one place in the queue
+    sent = time.monotonic()
+    answer = httpx.post(f"{url}/predict", files=files, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["results"][0]["predictions"][0]["label"] == label and time.monotonic() - sent < 1.5
+    _all_answered_408_in_time(senders, answers)
+
+    senders, answers = _slow_senders(_port(url), RECEIVING)
+    busy = httpx.post(f"{url}/predict", files=files)
+    assert busy.status_code == 503 and "arriving" in busy.json()["error"] and busy.headers["retry-after"] == "1"
+    _all_answered_408_in_time(senders, answers)
+    assert httpx.post(f"{url}/predict", files=files).status_code == 200
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_before_it_is_read(server):
+    """No Content-Length to refuse it by: it is counted as it arrives and answered 413 once past
+    the 0.1 MB limit; the server stops reading, so the sender cannot push its 64 MB."""
+    url, _, _ = server
+    total, chunk = 64 * 2**20, b"\0" * 2**16
+    sent = 0
+
+    def send(connection: socket.socket) -> None:
+        nonlocal sent
+        part = b'--XX\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n\r\n'
+        try:
+            connection.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=XX\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(part), part))
+            while sent < total:
+                connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+            connection.sendall(b"0\r\n\r\n")
+        except OSError:  # the server closed the connection
+            pass
+
+    with socket.create_connection(("127.0.0.1", _port(url))) as connection:
+        sender = threading.Thread(target=send, args=(connection,))
+        sender.start()
+        connection.settimeout(20)
+        answer = connection.recv(4096) + _rest(connection)
+        sender.join(timeout=20)
+    status, body = _status_and_json(answer)
+    assert status == 413 and "104,857-byte limit" in body["error"]
+    assert sent < 16 * 2**20, f"{sent / 2**20:.0f} MB of {total / 2**20:.0f} MB were taken before the refusal"
+
+
+# What the CLI's entry point may install before a command runs: SIGTERM and SIGHUP raising a
+# KeyboardInterrupt, so that training reports them like Ctrl-C.
+_RAISING_HANDLERS = """
+import signal
+class Terminated(KeyboardInterrupt):
+    pass
+def terminate(signum, frame):
+    raise Terminated(signal.Signals(signum).name)
+for signum in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(signum, terminate)
+from tlcli.cli import run
+run()
+"""
+
+
+@pytest.mark.parametrize(("stop", "handlers"), [(signal.SIGTERM, "default"), (signal.SIGHUP, "raising"), (signal.SIGINT, "default")],
+                         ids=["SIGTERM", "SIGHUP-raising", "SIGINT"])
+def test_a_stop_signal_ends_serve_with_stopped_and_exit_0(server, stop, handlers):
+    """Whatever handled the signal before serve ran (death for SIGTERM and SIGHUP, or a raised
+    KeyboardInterrupt, Python's own for SIGINT): an upload still arriving is answered 503 at
+    once rather than after its 30 s, then "stopped", exit 0, no traceback, the port free."""
+    _, folder, _ = server
+    port = _free_port()
+    command = [sys.executable, "-c", _RAISING_HANDLERS] if handlers == "raising" else [sys.executable, "-m", "tlcli"]
+    process = subprocess.Popen([*command, "serve", str(folder / "run"), "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        answers: list = []
+        sender = threading.Thread(target=_send_slowly, args=(port, answers), kwargs={"seconds": 10})
+        sender.start()
+        time.sleep(0.5)
+        process.send_signal(stop)
+        stderr = process.communicate(timeout=10)[1]
+        sender.join()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert stderr.splitlines()[-1] == f"stopped ({stop.name})" and "Traceback" not in stderr, stderr
+    ((seconds, answer),) = answers
+    status, body = _status_and_json(answer)
+    assert status == 503 and body["error"] == "the server is stopping" and seconds < 3
+    with socket.socket() as probe:  # the port is free for the next server (as it binds: TIME_WAIT allowed)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+        probe.listen()
+
+
 def test_each_request_is_logged_on_one_line(server):
     url, _, log = server
     ((data, _),) = _digit_pngs(1)
@@ -254,10 +448,10 @@ def test_a_busy_port_is_one_error_and_exit_1_before_serving(server, run_cli):
     assert httpx.get(f"{url}/health").status_code == 200
 
 
-@pytest.mark.parametrize("option", [("--concurrency", "0"), ("--queue", "-1")])
+@pytest.mark.parametrize("option", [("--concurrency", "0"), ("--queue", "-1"), ("--receiving", "0"), ("--body-timeout", "0")])
 def test_serve_refuses_bad_limits_before_loading_a_model(run_cli, option):
     result = run_cli("serve", *option)
-    assert result.code == 2 and option[0] in result.stderr
+    assert result.code == 2 and f"Invalid value for '{option[0]}'" in result.stderr
 
 
 def test_the_page_classifies_an_uploaded_photo_in_a_real_browser(server, digit, tmp_path):

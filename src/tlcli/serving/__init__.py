@@ -1,98 +1,26 @@
 """``serve``: an HTTP API and a phone-friendly page that classify uploaded or camera photos.
 
 Built on FastAPI (the ``serve`` extra). One POST may carry several images, each answered in
-turn. Bad uploads (empty, not an image, too large, a decompression bomb) get a JSON 4xx answer
-and the server keeps serving. Decoding, preprocessing
-and inference run in worker threads, a few at a time, so the event loop stays free to answer
-``/health`` and to turn away, with 503, uploads beyond what may wait.
+turn. Bad uploads (empty, not an image, too large, too slow, a decompression bomb) get a JSON
+4xx answer and the server keeps serving (``uploads`` reads and bounds them). Decoding,
+preprocessing and inference run in worker threads, a few at a time, so the event loop stays free
+to answer ``/health`` and to turn away, with 503, uploads beyond what may wait.
 """
 
 
-import asyncio
 import errno
 import importlib.util
+import signal
 import socket
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from typing import Any, Callable
 
 from tlcli.data.images import BadImageError, open_image_bytes
 from tlcli.errors import TlcliError
-
-RETRY_AFTER_SECONDS = 1
-
-
-class _Refused(Exception):
-    """An upload answered with a JSON error instead of classes."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.headers = headers
-
-
-class _UploadLimit:
-    """``concurrency`` worker threads decode and classify uploads; ``queue`` more uploads may wait.
-
-    This is what bounds the server's memory: PIL has no draft mode for PNG, so a 9400x9400 PNG
-    decodes to ~265 MB of RGB, and shrinking it afterwards (``reduce``, ``thumbnail``) starts from
-    those decoded pixels; with its oriented copy, one such upload raised peak memory by ~0.7 GB.
-    Dedicated threads rather than a shared pool, because glibc gives each thread that allocates
-    its own arena, which keeps what a decode freed: a fixed few threads keep a fixed few arenas.
-    Uploads past ``concurrency + queue`` are refused before their body is read.
-    """
-
-    def __init__(self, concurrency: int, queue: int):
-        self.workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tlcli-classify")
-        self.capacity = concurrency + queue
-        self.admitted = 0  # only touched on the event loop's thread, so no lock
-
-    def admit(self) -> None:
-        if self.admitted >= self.capacity:
-            raise _Refused(
-                503,
-                f"the server is busy ({self.admitted} uploads being classified or waiting); retry shortly",
-                {"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        self.admitted += 1
-
-    def release(self) -> None:
-        self.admitted -= 1
-
-    async def run(self, function, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.workers, function, *args)
-
-
-async def _read_uploads(request, max_bytes: int) -> list[tuple[str, bytes]]:
-    """(filename, bytes) of every file in the multipart field ``image``, in order; raises _Refused
-    for anything else. ``max_bytes`` bounds the upload as a whole, all its images together."""
-    try:
-        form = await request.form(max_part_size=max_bytes + 1)
-    except Exception:  # the multipart parser rejects oversized and malformed bodies alike
-        raise _Refused(400, "send the images as multipart/form-data in fields named 'image'") from None
-    uploads = [upload for upload in form.getlist("image") if not isinstance(upload, str)]
-    if not uploads:
-        raise _Refused(400, "no file in the 'image' field")
-    files, total = [], 0
-    for upload in uploads:
-        data = await upload.read(max_bytes + 1 - total)
-        total += len(data)
-        if total > max_bytes:
-            raise _Refused(413, f"upload larger than the {max_bytes:,}-byte limit")
-        files.append((upload.filename or "", data))
-    return files
-
-
-def _topk(request, default: int, classes: int) -> int:
-    """``?topk=N``, else the server's ``--topk``; clamped to the number of classes."""
-    asked = request.query_params.get("topk")
-    if asked is None:
-        return min(default, classes)
-    if not (asked.isascii() and asked.isdigit()) or int(asked) < 1:
-        raise _Refused(400, f"topk must be a whole number of at least 1, got '{asked}'")
-    return min(int(asked), classes)
+from tlcli.serving.uploads import Refused, UploadGate, form_boundary, receive_uploads, requested_topk
 
 
 def _classify_one(classifier, data: bytes, k: int) -> dict[str, Any]:
@@ -147,24 +75,29 @@ def create_app(
     topk: int = 5,
     concurrency: int = 1,
     queue: int = 8,
+    receiving: int = 32,
+    body_timeout: float = 30.0,
     log: Callable[[str], None] | None = None,
 ):
-    """The FastAPI app; ``concurrency`` uploads are classified at once and ``queue`` more may wait;
-    ``log``, when given, receives one line per request."""
+    """The FastAPI app; ``receiving`` upload bodies arrive at once, each within ``body_timeout``
+    seconds, then ``concurrency`` uploads are classified at once and ``queue`` more may wait;
+    ``log``, when given, receives one line per request. ``app.state.uploads.stopping`` is set
+    when the server shuts down."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.responses import HTMLResponse, JSONResponse
     except ImportError:
         raise TlcliError("serving needs the serve extra: pip install 'tlcli[serve]'") from None
 
-    limit = _UploadLimit(concurrency, queue)
+    gate = UploadGate(concurrency=concurrency, queue=queue, receiving=receiving)
 
     @asynccontextmanager
     async def lifespan(_app):
         yield
-        limit.workers.shutdown(cancel_futures=True)
+        gate.workers.shutdown(cancel_futures=True)
 
     app = FastAPI(title="tlcli", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.uploads = gate
     page = resources.files("tlcli").joinpath("page.html").read_text()
 
     @app.get("/", response_class=HTMLResponse)
@@ -183,18 +116,16 @@ def create_app(
     async def predict(request: Request):
         started = time.perf_counter()
         try:
-            k = _topk(request, topk, len(classifier.classes))
-            declared = request.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
-                raise _Refused(413, f"upload larger than the {max_bytes:,}-byte limit")
-            limit.admit()
-            try:
-                uploads = await _read_uploads(request, max_bytes)
-                request.state.images = len(uploads)
-                results = await limit.run(_classify, classifier, uploads, k)
-            finally:
-                limit.release()
-        except _Refused as refused:
+            k = requested_topk(request.query_params, topk, len(classifier.classes))
+            boundary = form_boundary(request.headers, max_bytes)
+            with gate.receive_slot():  # receiving is not model work: it takes no worker's place
+                uploads = await receive_uploads(
+                    request, boundary, max_bytes=max_bytes, timeout=body_timeout, stopping=gate.stopping
+                )
+            request.state.images = len(uploads)
+            with gate.classify_slot():
+                results = await gate.run(_classify, classifier, uploads, k)
+        except Refused as refused:
             return JSONResponse({"error": str(refused)}, status_code=refused.status, headers=refused.headers)
         answer: dict[str, Any] = {"results": results, "milliseconds": round((time.perf_counter() - started) * 1000, 1)}
         failed = [f"{result['filename']}: {result['error']}" for result in results if "error" in result]
@@ -222,20 +153,62 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
+# What stops a server: Ctrl-C, and what supervisors and a closed terminal send.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class Server:
-    """A classifier's app on a socket already listening; ``run`` serves until Ctrl-C."""
+    """A classifier's app on a socket already listening; ``run`` serves until a stop signal."""
 
     def __init__(self, classifier, app, listener: socket.socket, host: str, port: int):
         self.classifier, self.app, self.listener = classifier, app, listener
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
-    def run(self) -> None:
+    def run(self) -> str | None:
+        """Serves until SIGINT, SIGTERM or SIGHUP, then stops gracefully and returns the signal's
+        name: no new connections, bodies still arriving get 503, classifications under way finish."""
         import uvicorn
 
+        stopping = self.app.state.uploads.stopping
+
+        class _Uvicorn(uvicorn.Server):
+            async def shutdown(self, sockets=None):
+                stopping.set()
+                await super().shutdown(sockets=sockets)
+
+        server = _Uvicorn(uvicorn.Config(self.app, log_level="warning"))
+        received: list[int] = []
         try:
-            uvicorn.Server(uvicorn.Config(self.app, log_level="warning")).run(sockets=[self.listener])
+            with _stopping_on_signals(server, received):
+                server.run(sockets=[self.listener])
         finally:
             self.listener.close()
+        return signal.Signals(received[0]).name if received else None
+
+
+@contextmanager
+def _stopping_on_signals(server, received: list[int]):
+    """While serving, each stop signal asks uvicorn for a graceful stop and nothing else; a
+    second one stops without waiting for open connections. uvicorn handles SIGINT and SIGTERM
+    itself while it serves, then raises the signal again for the handler it found, which is this
+    one: so the stop ends in a return (exit 0), not in the default death by SIGTERM (143) nor in
+    a KeyboardInterrupt from the CLI's own handlers. SIGHUP, which uvicorn leaves, comes here
+    directly. The handlers in place before come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def stop(signum, _frame):
+        received.append(signum)
+        server.force_exit = server.should_exit
+        server.should_exit = True
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def open_server(
@@ -248,6 +221,8 @@ def open_server(
     topk: int = 5,
     concurrency: int = 1,
     queue: int = 8,
+    receiving: int = 32,
+    body_timeout: float = 30.0,
     log: Callable[[str], None] | None = None,
 ) -> Server:
     """Takes the port, then loads the model (a checkpoint, run or .onnx) and builds the app."""
@@ -258,7 +233,10 @@ def open_server(
     listener = _listen(host, port)
     try:
         classifier = load_classifier(model, device=device)
-        app = create_app(classifier, max_bytes=max_bytes, topk=topk, concurrency=concurrency, queue=queue, log=log)
+        app = create_app(
+            classifier, max_bytes=max_bytes, topk=topk, concurrency=concurrency, queue=queue,
+            receiving=receiving, body_timeout=body_timeout, log=log,
+        )
     except BaseException:
         listener.close()
         raise
