@@ -43,7 +43,7 @@ def _render(result) -> None:
 @with_train_options
 def train(
     config: TrainConfig,
-    folds: Annotated[int, typer.Option("--folds", min=0, help="Stratified K-fold cross-validation on train+val: one model per fold, mean ± std (0: off).", rich_help_panel="Run")] = 0,
+    folds: Annotated[int, typer.Option("--folds", callback=options.folds, help="Stratified K-fold cross-validation on train+val: one model per fold, mean ± std (0: off).", rich_help_panel="Run")] = 0,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run from its last.pt (only --epochs may change) [default: a new run].", rich_help_panel="Run")] = None,
     nproc: options.Nproc = 1,
     as_json: options.JsonOption = False,
