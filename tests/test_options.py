@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+
+from tlcli.config import OptimConfig, RunConfig, TrainConfig, check_config
+from tlcli.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -27,6 +31,14 @@ def test_a_config_file_gives_defaults_and_the_command_line_wins(run_cli, tmp_pat
         ("sanity", 'optimizer = "lbfgs"\n', "bad value for optimizer: 'lbfgs' is not one of adam, adamw, sgd, rmsprop"),
         ("lr-find", "epochs = 0\n", "bad value for epochs:"),
         ("train", "epochs = [\n", "cannot read"),
+        # TOML's own types, strictly: click would read true as 1 (one epoch) and "0.1" as 0.1.
+        ("train", "epochs = true\n", "bad value for epochs: expected a whole number, got true"),
+        ("train", 'lr = "0.1"\n', 'bad value for lr: expected a number, got "0.1"'),
+        ("sanity", "hflip = 1\n", "bad value for hflip: expected true or false, got 1"),
+        ("train", "arch = 5\n", "bad value for arch: expected a string, got 5"),
+        ("train", "lr = inf\n", "bad value for lr: inf is not a finite number"),
+        ("train", "label-smoothing = nan\n", "bad value for label-smoothing: nan is not a finite number"),
+        ("train", "seed = 1000000000000000000000000\n", "bad value for seed: 1000000000000000000000000 is not a seed: give a whole number from 0 to 4294967295"),
     ],
 )
 def test_a_bad_config_file_exits_2_in_one_line_before_any_data_is_read(run_cli, tmp_path, command, text, message):
@@ -71,3 +83,65 @@ def test_a_frozen_random_backbone_is_warned_about(run_cli):
     assert warned.stdout == ""
     for quiet in (["--weights", "none"], ["--freeze", "backbone"], ["--weights", "none", "--freeze", "none"]):
         assert "Warning" not in run_cli("train", "--data", "nowhere", "--arch", "mlp", *quiet).stderr, quiet
+
+
+@pytest.mark.parametrize(
+    "args,name",
+    [
+        (["train", "--epochs", "3", "--epochs", "5"], "--epochs is given twice"),
+        (["train", "-e", "3", "--epochs", "5", "-e", "7"], "--epochs is given 3 times"),
+        (["train", "--lr", "0.1", "--lr", "0.2"], "--lr is given twice"),
+        (["sanity", "--arch", "mlp", "--arch", "simple_cnn"], "--arch is given twice"),
+        (["train", "--channels-last", "--no-channels-last"], "--channels-last/--no-channels-last is given twice"),
+        (["compare", "--seed", "1", "--sweep", "arch=mlp", "--seed", "2"], "--seed is given twice"),
+        (["data", "check", "nowhere", "--seed", "1", "--seed", "2"], "--seed is given twice"),
+        (["evaluate", "nowhere", "--split", "val", "--split", "test"], "--split is given twice"),
+        (["serve", "nowhere", "--port", "8001", "--port", "8002"], "--port is given twice"),
+        (["predict", "x.png", "y.png", "--topk", "1", "--topk", "2"], "--topk is given twice"),
+    ],
+)
+def test_an_option_given_twice_exits_2_naming_it_before_any_data_is_read(run_cli, args, name):
+    result = run_cli(*args, *(["--data", "nowhere"] if args[0] in ("train", "sanity", "compare") else []))
+    assert result.code == 2, result.stderr
+    assert result.stderr.strip() == f"Error: {name}; it takes one value, so give it once"
+
+
+def test_config_given_twice_applies_both_in_order_under_the_command_line(run_cli, tmp_path):
+    (tmp_path / "a.toml").write_text('arch = "mlp"\nhidden = [16]\nepochs = 3\nbatch-size = 64\nout = "checkpoints/both"\n')
+    (tmp_path / "b.toml").write_text("epochs = 1\nbatch-size = 128\nweight-decay = 0.5\n")
+    result = run_cli("train", "--config", "a.toml", "--config", "b.toml", "--weight-decay", "0.25", "--json")
+    assert result.code == 0, result.stderr
+    config = json.loads((tmp_path / "checkpoints/both/config.json").read_text())
+    assert (config["model"]["arch"], config["model"]["hidden"]) == ("mlp", [16])  # only a.toml sets them
+    assert (config["run"]["epochs"], config["run"]["batch_size"]) == (1, 128)  # b.toml over a.toml
+    assert config["optim"]["weight_decay"] == 0.25  # the command line over both
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "too large"])
+def test_a_config_file_that_is_no_small_regular_file_exits_2_before_reading_it(run_cli, tmp_path, kind):
+    path = tmp_path / "bad.toml"
+    if kind == "link to /dev/zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)  # read, it would wait for a writer forever
+    else:
+        path.write_text("# " + "x" * (1 << 20) + "\n")
+    expected = "is larger than 1,048,576 bytes" if kind == "too large" else "is not a regular file"
+    for command in (["train", "--data", "nowhere"], ["compare", "--data", "nowhere"]):
+        result = run_cli(*command, "--config", "bad.toml")
+        assert result.code == 2, result.stderr
+        assert result.stderr.startswith("Error: config file bad.toml ") and expected in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        (TrainConfig(optim=OptimConfig(lr=float("inf"))), "lr must be a finite number, got inf"),
+        (TrainConfig(optim=OptimConfig(weight_decay=float("nan"))), "weight decay must be a finite number, got nan"),
+        (TrainConfig(run=RunConfig(seed=2**32)), "the seed must be a whole number from 0 to 4294967295"),
+    ],
+)
+def test_check_config_refuses_what_no_option_could_give(config, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(config)

@@ -131,6 +131,15 @@ def test_bad_training_input_is_one_error_line_and_exit_1(run_cli, args, message)
         (["train", "--arch", "simple_cnn", "--cache-features", "on"], "--cache-features on needs a frozen backbone"),
         (["train", "--head-fit", "probe", "--cache-features", "off"], "which --cache-features off turns off"),
         (["train", "--val-split", "0.6", "--test-split", "0.5"], "leave nothing for training"),
+        # Numbers no run can take: torch and numpy seeds, and floats that are not finite.
+        (["train", "--seed", "1" + "0" * 23], "is not a seed: give a whole number from 0 to 4294967295"),
+        (["lr-find", "--seed", "-1"], "is not a seed: give a whole number from 0 to 4294967295"),
+        (["train", "--lr", "inf"], "inf is not a finite number"),
+        (["train", "--lr", "nan"], "nan is not a finite number"),
+        (["sanity", "--weight-decay", "inf"], "inf is not a finite number"),
+        (["train", "--max-bad", "inf"], "inf is not a finite number"),
+        (["train", "--grad-clip", "nan"], "nan is not a finite number"),
+        (["finetune", "--from", "nowhere", "--backbone-lr-mult", "inf"], "inf is not a finite number"),
     ],
 )
 def test_a_bad_choice_exits_2_with_the_valid_ones_before_any_data_is_read(run_cli, args, valid):

@@ -6,6 +6,7 @@ so a run's resolved configuration can be written next to its outputs with ``asdi
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 
@@ -14,6 +15,8 @@ from tlcli.errors import ConfigError
 DEFAULT_ARCH = "efficientnet_b0"
 # The reports' seed; it drives the split, weight initialisation and data order.
 DEFAULT_SEED = 42
+# numpy takes seeds up to 2**32 - 1, and torch's generators take seed * 1000 + epoch below 2**64.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -227,10 +230,24 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
         )
 
 
+def check_folds(folds: int) -> int:
+    """``folds`` when it is 0 (no cross-validation) or at least 2, else a ConfigError."""
+    if folds != 0 and folds < 2:
+        raise ConfigError(f"cross-validation needs at least 2 folds (0 turns it off), got {folds}")
+    return folds
+
+
 def check_config(config: TrainConfig) -> None:
     """A ConfigError for the first value a run cannot take, whatever its data: a choice, a range,
-    or a pair of fractions that leaves nothing to train on."""
+    a number that is not finite, or a pair of fractions that leaves nothing to train on."""
     check_choices(config)
+    for section in (config.data, config.model, config.augment, config.optim, config.run):
+        for name, value in vars(section).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{name.replace('_', ' ')} must be a finite number, got {value}")
+    for seed in (config.data.seed, config.run.seed):
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"the seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
     if config.run.epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {config.run.epochs}")
     if config.run.feature_views < 1:

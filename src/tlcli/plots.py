@@ -12,6 +12,9 @@ def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    # Every text in tlcli's figures is literal: a run or class name between $ signs would
+    # otherwise be read as mathtext, and one it cannot parse fails the whole figure.
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tlcli.checkpoint import load_checkpoint
-from tlcli.config import TrainConfig
+from tlcli.config import TrainConfig, check_folds
 from tlcli.engine.loop import Observer
-from tlcli.errors import TlcliError
+from tlcli.errors import ConfigError
 from tlcli.metrics import fit_verdict
 from tlcli.report.study_plots import plot_study
 from tlcli.runs import RunFolder
@@ -137,8 +137,10 @@ def run_study(
     from tlcli.training import resume, train
 
     names = [name for name, _ in configs]
-    if len(set(names)) != len(names):
-        raise TlcliError(f"run names must differ: {', '.join(names)}")
+    _check_run_folders(names)
+    check_folds(folds)
+    if folds:
+        _check_enough_for_folds([config.data for _, config in configs], folds)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries: list[RunSummary] = []
     skipped: list[str] = []
@@ -169,9 +171,39 @@ def run_study(
     return StudyResult(out_dir, summaries, table, figures, files, skipped)
 
 
+def _folder_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-=" else "_" for c in name)
+
+
 def _run_dir(out_dir: Path, name: str, fold: int | None) -> Path:
-    safe = "".join(c if c.isalnum() or c in "._-=" else "_" for c in name)
-    return out_dir / "runs" / safe / (f"fold-{fold + 1}" if fold is not None else "")
+    return out_dir / "runs" / _folder_name(name) / (f"fold-{fold + 1}" if fold is not None else "")
+
+
+def _check_run_folders(names: list[str]) -> None:
+    """A ConfigError unless every run gets a folder of its own: names the folder name makes the
+    same (``mlp [h]`` and ``mlp _h_``; letters differing in case alone, for case-insensitive
+    file systems) would share one, and a name of dots alone is no folder below runs/."""
+    seen: dict[str, str] = {}
+    for name in names:
+        folder = _folder_name(name)
+        if not folder.strip("."):
+            raise ConfigError(f"run name '{name}' cannot name a folder; use letters or digits")
+        other = seen.get(folder.casefold())
+        if other == name:
+            raise ConfigError(f"run name '{name}' is given twice; give each run a name of its own")
+        if other is not None:
+            where = "" if _folder_name(other) == folder else " on a case-insensitive file system"
+            raise ConfigError(f"run names '{other}' and '{name}' would share the folder runs/{folder}{where}; give each run a name of its own")
+        seen[folder.casefold()] = name
+
+
+def _check_enough_for_folds(data_configs: list, folds: int) -> None:
+    """Load each data set once, so a class with fewer images than folds fails before the study
+    writes anything (study.json lists every fold of every run)."""
+    from tlcli.data.sources import load_data
+
+    for config in dict.fromkeys(replace(config, folds=folds, fold=0) for config in data_configs):
+        load_data(config)
 
 
 def _write_tables(out_dir: Path, table: list[dict], runs: list[RunSummary]) -> dict[str, str]:

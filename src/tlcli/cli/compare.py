@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import shlex
 from datetime import datetime
@@ -13,8 +14,9 @@ from rich.table import Table
 
 from tlcli.cli import options, output
 from tlcli.cli.progress import make_observer
-from tlcli.cli.train_options import option_values, parse_train_options, read_options_file, warnings_about, with_train_options
-from tlcli.errors import TlcliError
+from tlcli.cli.train_options import check_toml_type, option_values, parse_train_options, read_options_file, warnings_about, with_train_options
+from tlcli.config import check_folds
+from tlcli.errors import ConfigError, TlcliError
 
 # Train options that only the study sets: where each run goes.
 _PER_STUDY = ("out", "overwrite")
@@ -29,29 +31,57 @@ def parse_run(text: str) -> tuple[str, str]:
     return name.strip(), rest.strip()
 
 
-def parse_sweep(text: str) -> list[tuple[str, str]]:
-    """``"freeze=blocks:0,blocks:1"`` -> [("freeze=blocks:0", "--freeze blocks:0"), ...]."""
+def parse_sweep(text: str) -> tuple[str, list[str]]:
+    """``"freeze=blocks:0,blocks:1"`` -> ("freeze", ["blocks:0", "blocks:1"])."""
     key, sep, values = text.partition("=")
     if not sep or not key.strip() or not values.strip():
         raise TlcliError(f"--sweep takes OPTION=V1,V2,..., e.g. freeze=blocks:0,blocks:1; got '{text}'")
-    return sweep_runs(key, values.split(","))
+    return key.strip(), values.split(",")
 
 
-def sweep_runs(key: str, values: list) -> list[tuple[str, str]]:
-    """One (name, options) per value of one train option."""
-    key = key.strip()
-    flag = "--" + key.lstrip("-").replace("_", "-")
-    return [(f"{key}={value}", f"{flag} {shlex.quote(value)}") for value in (str(v).strip() for v in values) if value]
+def sweep_grid(sweeps: list[tuple[str, list]]) -> list[tuple[str, str]]:
+    """One (name, options) per combination of the swept options' values: ``hidden=32 seed=1``,
+    ``--hidden 32 --seed 1``. One option swept twice is a ConfigError."""
+    axes, flags = [], set()
+    for key, values in sweeps:
+        flag = "--" + key.lstrip("-").replace("_", "-")
+        if flag in flags:
+            raise ConfigError(f"{flag} is swept twice; sweep each option once, with all its values ({key}=V1,V2,...)")
+        flags.add(flag)
+        axis = [(f"{key}={value}", f"{flag} {shlex.quote(value)}") for value in _text(values)]
+        if not axis:
+            raise ConfigError(f"the sweep of {key} has no values; give them as {key}=V1,V2")
+        axes.append(axis)
+    return [(" ".join(name for name, _ in combination), " ".join(opts for _, opts in combination))
+            for combination in itertools.product(*axes)] if axes else []
 
 
-def _study_file(path: Path) -> tuple[dict, str, int, list[tuple[str, str]]]:
-    """A study file: train options as in ``train --config`` (shared by every run), and base,
-    folds, [runs] and [sweep]."""
-    values, document = read_options_file(path, extra=("base", "folds", "runs", "sweep"), leave_out=_PER_STUDY)
-    runs = [(str(name), str(opts)) for name, opts in document.get("runs", {}).items()]
-    for key, values_of_key in document.get("sweep", {}).items():
-        runs += sweep_runs(key, values_of_key if isinstance(values_of_key, list) else [values_of_key])
-    return values, str(document.get("base", "")), int(document.get("folds", 0)), runs
+def _text(values: list) -> list[str]:
+    return [value for value in (str(v).strip() for v in values) if value]
+
+
+def _study_files(paths: list[Path]) -> tuple[dict, list[str], int, list[tuple[str, str]], list[tuple[str, list]]]:
+    """Study files, in order: train options as in ``train --config`` (shared by every run, a
+    later file's over an earlier's), and each file's base, folds, [runs] and [sweep]."""
+    values, bases, folds, runs, sweeps = {}, [], 0, [], []
+    for path in paths:
+        file_values, document = read_options_file(path, extra=("base", "folds", "runs", "sweep"), leave_out=_PER_STUDY)
+        values.update(file_values)
+        for key, kind in (("base", str), ("folds", int)):
+            if key in document:
+                check_toml_type(path, key, document[key], kind)
+        for key in ("runs", "sweep"):
+            if not isinstance(document.get(key, {}), dict):
+                raise ConfigError(f"{path}: {key} must be a table, [{key}]")
+        if "folds" in document:
+            try:
+                folds = check_folds(document["folds"])
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: bad value for folds: {exc}") from None
+        bases.append(document.get("base", ""))
+        runs += [(str(name), str(opts)) for name, opts in document.get("runs", {}).items()]
+        sweeps += [(key, value if isinstance(value, list) else [value]) for key, value in document.get("sweep", {}).items()]
+    return values, bases, folds, runs, sweeps
 
 
 def _per_run(arguments: list[str]) -> list[str]:
@@ -66,9 +96,14 @@ def train_config(arguments: list[str], defaults: dict):
     return parse_train_options(_per_run(arguments), defaults)
 
 
-def _shared(given: dict, file_values: dict, file_base: str) -> dict:
-    """The options every run starts from: the study file's, then the train options given directly."""
-    return {**option_values(_per_run(shlex.split(file_base)), file_values), **given}
+def _shared(given: dict, file_values: dict, file_bases: list[str], base: str) -> dict:
+    """The options every run starts from: the study files' (their keys, then each one's base),
+    the train options given directly, then --base. Each layer is parsed on its own, over the
+    ones before, so a later one wins without giving an option twice in one parse."""
+    shared = file_values
+    for file_base in file_bases:
+        shared = option_values(_per_run(shlex.split(file_base)), shared)
+    return option_values(_per_run(shlex.split(base)), {**shared, **given})
 
 
 def _title(given: dict, base: str) -> str:
@@ -80,10 +115,10 @@ def _title(given: dict, base: str) -> str:
 def compare(
     given: dict,
     run: Annotated[Optional[list[str]], typer.Option("--run", "-r", help="A configuration as 'NAME: TRAIN OPTIONS'; repeat for each [default: none].")] = None,
-    sweep: Annotated[Optional[str], typer.Option("--sweep", "-s", help="One option's values, one run each: OPTION=V1,V2,... (e.g. freeze=blocks:0,blocks:1) [default: none].")] = None,
-    study_file: Annotated[Optional[Path], typer.Option("--config", help="A TOML study file: train options as in 'train --config', base = '...', folds = K, [runs] NAME = '...', [sweep] OPTION = [...] [default: none].")] = None,
+    sweep: Annotated[Optional[list[str]], typer.Option("--sweep", "-s", help="One option's values, one run each: OPTION=V1,V2,... (e.g. freeze=blocks:0,blocks:1); repeated, the runs are every combination of the sweeps' values (--sweep hidden=32,64 --sweep seed=1,2: 4 runs) [default: none].")] = None,
+    study_file: Annotated[Optional[list[Path]], typer.Option("--config", help="A TOML study file: train options as in 'train --config', base = '...', folds = K, [runs] NAME = '...', [sweep] OPTION = [...] (several keys: every combination); repeat it to apply several files in order [default: none].")] = None,
     base: Annotated[str, typer.Option("--base", help="Train options every run shares, as one string for scripts, e.g. '--data digits --epochs 5' [default: none].", show_default=False)] = "",
-    folds: Annotated[int, typer.Option("--folds", min=0, help="Stratified K-fold cross-validation of every configuration (0: off).")] = 0,
+    folds: Annotated[int, typer.Option("--folds", callback=options.folds, help="Stratified K-fold cross-validation of every configuration (0: off).")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Study folder; reuse it to finish an interrupted study [default: checkpoints/study-TIME].")] = None,
     as_json: options.JsonOption = False,
 ) -> None:
@@ -99,17 +134,18 @@ def compare(
     from tlcli.study import run_study
 
     runs = [parse_run(text) for text in run or []]
-    if sweep:
-        runs += parse_sweep(sweep)
-    file_values, file_base = {}, ""
-    if study_file is not None:
-        file_values, file_base, file_folds, file_runs = _study_file(study_file)
+    sweeps = [parse_sweep(text) for text in sweep or []]
+    file_values, file_bases = {}, []
+    if study_file:
+        file_values, file_bases, file_folds, file_runs, file_sweeps = _study_files(study_file)
         folds = folds or file_folds
         runs += file_runs
+        sweeps += file_sweeps
+    runs += sweep_grid(sweeps)
     if len(runs) < 1:
         raise TlcliError("nothing to compare: give --run 'NAME: OPTIONS' (repeatable), --sweep OPTION=V1,V2 or --config FILE")
-    shared = _shared(given, file_values, file_base)
-    configs = [(name, train_config(shlex.split(base) + shlex.split(opts), shared)) for name, opts in runs]
+    shared = _shared(given, file_values, file_bases, base)
+    configs = [(name, train_config(shlex.split(opts), shared)) for name, opts in runs]
     for warning in dict.fromkeys(warning for _, config in configs for warning in warnings_about(config)):
         output.warn(warning)
     study_dir = out or checkpoints_root() / f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -118,7 +154,7 @@ def compare(
         output.info(f"== {label}")
         return make_observer()
 
-    title = _title(given, f"{file_base} {base}".strip())
+    title = _title(given, " ".join([*file_bases, base]).strip())
     result = run_study(configs, study_dir, folds=folds, observer_for=observer_for, title=title)
     for label in result.skipped:
         output.info(f"{label}: already finished, not trained again")

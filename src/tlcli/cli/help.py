@@ -9,6 +9,8 @@ import inspect
 import typer
 from rich.markup import escape
 
+from tlcli.cli.strict import make_strict
+
 HELP_OPTION_NAMES = ["-h", "--help"]
 
 # The README's recipes, by command path ("" is tlcli itself); lines fit 80 columns.
@@ -42,6 +44,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "compare": (
         "tlcli compare --data digits --sweep arch=simple_cnn,mlp --epochs 3",
+        "tlcli compare --data digits --arch mlp --sweep hidden=32,64 --sweep seed=1,2",
         "tlcli compare --data beans --arch resnet18 --sweep freeze=blocks:0,blocks:4",
         "tlcli compare --data cifar10 --run 'cnn: --arch simple_cnn --weights none' \\",
         "              --run 'transfer: --arch resnet18 --input-size 32'",
@@ -115,7 +118,9 @@ def make_readable(command) -> None:
 
 
 def command_tree(app: typer.Typer):
-    """The click command of ``app``, ready to show its help."""
+    """The click command of ``app``, ready to show its help and refusing an option given twice
+    or a number that is not finite (``strict``)."""
     command = typer.main.get_command(app)
     make_readable(command)
+    make_strict(command)
     return command

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tlcli.config import CHOICES, DataConfig, ModelConfig
-from tlcli.errors import TlcliError
+from tlcli.config import CHOICES, MAX_SEED, DataConfig, ModelConfig, check_folds
+from tlcli.errors import ConfigError, TlcliError
 
 
 def _choice(section: str, name: str):
@@ -60,6 +60,20 @@ def positive(value: float | None) -> float | None:
     return value
 
 
+def _seed(value: int) -> int:
+    if not 0 <= value <= MAX_SEED:
+        raise typer.BadParameter(f"{value} is not a seed: give a whole number from 0 to {MAX_SEED}")
+    return value
+
+
+def folds(value: int) -> int:
+    """--folds of train and compare: 0 (off) or at least 2."""
+    try:
+        return check_folds(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _device(value: str | None) -> str | None:
     if value is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
         raise typer.BadParameter(f"'{value}' is not one of auto, cpu, cuda, cuda:N, mps")
@@ -82,7 +96,7 @@ InputSize = Annotated[Optional[int], typer.Option("--input-size", min=4, help="S
 Data = Annotated[str, typer.Option("--data", "-d", help="A folder, a name under data/, a built-in set (digits, mnist, fashion_mnist, cifar10, cifar100), TFRecord files, hf:OWNER/NAME or hf:PATH (Hugging Face), or a CSV label file.", rich_help_panel=_DATA)]
 ValSplit = Annotated[float, typer.Option("--val-split", help="Fraction held out for validation when the folder is not pre-split.", rich_help_panel=_DATA)]
 TestSplit = Annotated[float, typer.Option("--test-split", help="Fraction held out for testing when the folder is not pre-split.", rich_help_panel=_DATA)]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the split (and, in training, of everything else).", rich_help_panel=_DATA)]
+Seed = Annotated[int, typer.Option("--seed", callback=_seed, help="Seed of the split (and, in training, of everything else).", rich_help_panel=_DATA)]
 MaxBad = Annotated[float, typer.Option("--max-bad", min=0.0, help="Unreadable images tolerated (skipped with a warning): a fraction below 1, else a count.", rich_help_panel=_DATA)]
 ClassNames = Annotated[Optional[str], typer.Option("--class-names", help="TFRecord data: a file of class names, one per line in label order [default: numbered].", rich_help_panel=_DATA)]
 Download = Annotated[bool, typer.Option("--download", help="Fetch torchvision data sets when their files are missing.", rich_help_panel=_DATA)]

@@ -46,7 +46,7 @@ def _render(result) -> None:
 @with_train_options
 def train(
     config: TrainConfig,
-    folds: Annotated[int, typer.Option("--folds", min=0, help="Stratified K-fold cross-validation on train+val: one model per fold, mean ± std (0: off).", rich_help_panel="Run")] = 0,
+    folds: Annotated[int, typer.Option("--folds", callback=options.folds, help="Stratified K-fold cross-validation on train+val: one model per fold, mean ± std (0: off).", rich_help_panel="Run")] = 0,
     resume: Annotated[Optional[str], typer.Option("--resume", help=RESUME_HELP + " [default: a new run].", rich_help_panel="Run")] = None,
     nproc: options.Nproc = 1,
     as_json: options.JsonOption = False,

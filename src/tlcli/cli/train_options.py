@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -29,7 +30,9 @@ from tlcli.config import (
     RunConfig,
     TrainConfig,
 )
-from tlcli.errors import ConfigError
+from tlcli.cli.strict import make_strict
+from tlcli.errors import ConfigError, TlcliError
+from tlcli.files import read_regular_file
 
 _D, _O, _R, _A = DataConfig(), OptimConfig(), RunConfig(), AugmentConfig()
 Lr = Annotated[Optional[float], typer.Option("--lr", callback=options.positive, help=f"Learning rate, x>0 [default: {HEAD_ONLY_LR:g} when only the head trains epoch by epoch, else {DEFAULT_LR:g}].", rich_help_panel="Optimisation")]
@@ -99,26 +102,41 @@ _NAMES = {(section, field): "data" if field == "source" else field for section, 
 _DEFAULTS = {_NAMES[section, field]: default for section, field, _, default in GROUP}
 
 
-def _use_config_file(ctx: typer.Context, path: Optional[Path]) -> Optional[Path]:
-    # Eager, so the file's values are in place as the other options' defaults before those are
-    # read: the options given on the command line then win, and the file's values pass the same checks.
-    if path is not None:
+def _kind(annotation) -> type:
+    """The value type of an option's annotation: int for Annotated[Optional[int], ...]."""
+    kind = get_args(annotation)[0]
+    return next(arg for arg in get_args(kind) if arg is not type(None)) if get_origin(kind) is not None else kind
+
+
+_KINDS = {_NAMES[section, field]: _kind(annotation) for section, field, annotation, _ in GROUP}
+
+
+def _use_config_files(ctx: typer.Context, paths: Optional[list[Path]]) -> Optional[list[Path]]:
+    # Eager, so the files' values are in place as the other options' defaults before those are
+    # read: the options given on the command line then win, and the files' values pass the same
+    # checks. Files given twice apply in order, each over the one before.
+    for path in paths or []:
         ctx.default_map = {**(ctx.default_map or {}), **read_options_file(path)[0]}
-    return path
+    return paths
 
 
-ConfigFile = Annotated[Optional[Path], typer.Option(
-    "--config", is_eager=True, callback=_use_config_file,
+ConfigFile = Annotated[Optional[list[Path]], typer.Option(
+    "--config", is_eager=True, callback=_use_config_files,
     help="A TOML file of train options, KEY = VALUE as the options are named (arch = \"resnet18\", epochs = 20, hflip = true); "
-         "options given on the command line win [default: none].")]
+         "repeat it to apply several files in order, each over the one before; options given on the command line win [default: none].")]
+# A config file is a few lines of options; more than this is not one (a link to /dev/zero, a data file).
+CONFIG_FILE_LIMIT = 1 << 20
 
 
 def read_options_file(path: Path, *, extra: tuple[str, ...] = (), leave_out: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """The train option values a TOML file sets (keys named as the options, with - or _) and its
-    ``extra`` keys. An unreadable file, an unknown key or a bad value is a ConfigError naming it."""
+    ``extra`` keys. An unreadable file (not a regular file, over CONFIG_FILE_LIMIT), an unknown
+    key or a bad value, of the wrong TOML type included, is a ConfigError naming it."""
     try:
-        document = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        document = tomllib.loads(read_regular_file(path, limit=CONFIG_FILE_LIMIT, what="config file").decode())
+    except TlcliError as exc:
+        raise ConfigError(str(exc)) from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     valid = [name for name in _DEFAULTS if name not in leave_out]
     values, extras, keys = {}, {}, {}
@@ -129,6 +147,7 @@ def read_options_file(path: Path, *, extra: tuple[str, ...] = (), leave_out: tup
         elif name in valid:
             # Lists are what --hidden takes as comma-separated sizes.
             values[name], keys[name] = ",".join(map(str, value)) if isinstance(value, list) else value, key
+            check_toml_type(path, key, values[name], _KINDS[name])
         else:
             close = difflib.get_close_matches(name, valid, n=1)
             hint = f" (did you mean {close[0].replace('_', '-')}?)" if close else ""
@@ -140,6 +159,17 @@ def read_options_file(path: Path, *, extra: tuple[str, ...] = (), leave_out: tup
         key = keys.get(exc.param.name, exc.param.name) if exc.param is not None else "a value"
         raise ConfigError(f"{path}: bad value for {key}: {exc.message}") from None
     return values, extras
+
+
+# What each TOML type may give: click would turn true into 1 and "3" into 3, silently.
+_TOML_TYPES = {bool: ((bool,), "true or false"), int: ((int,), "a whole number"), float: ((int, float), "a number"), str: ((str,), "a string")}
+
+
+def check_toml_type(path: Path, key: str, value, kind: type) -> None:
+    """A ConfigError unless ``value`` (from a TOML file) is of ``kind``: a bool is not a number there."""
+    accepted, described = _TOML_TYPES[kind]
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, accepted):
+        raise ConfigError(f"{path}: bad value for {key}: expected {described}, got {json.dumps(value, default=str)}")
 
 
 def config_from_options(values: dict) -> TrainConfig:
@@ -216,7 +246,9 @@ def with_train_options(command=None, *, leave_out: tuple[str, ...] = ()):
 def option_values(arguments: list[str], defaults: dict | None = None) -> dict:
     """Every train option's value, from arguments over ``defaults`` (option name -> value) over
     the options' own defaults; bad ones raise Typer's usage errors (exit 2)."""
-    context = typer.main.get_command(_parser).make_context("train options", list(arguments), default_map=defaults)
+    command = typer.main.get_command(_parser)
+    make_strict(command)
+    context = command.make_context("train options", list(arguments), default_map=defaults)
     return {name: context.params[name] for name in _DEFAULTS}
 
 
@@ -246,9 +278,7 @@ PHASE1_OVERRIDES = (
 
 def _override(annotation):
     """The group's option, optional, defaulting to phase 1's value."""
-    kind, info = get_args(annotation)[0], annotation.__metadata__[0]
-    if get_origin(kind) is not None:  # Optional[X]
-        kind = next(arg for arg in get_args(kind) if arg is not type(None))
+    kind, info = _kind(annotation), annotation.__metadata__[0]
     # In Annotated, Typer keeps the first option name where a default would go.
     decls = [info.default, *info.param_decls] if isinstance(info.default, str) and info.default.startswith("-") else list(info.param_decls)
     if kind is bool:
