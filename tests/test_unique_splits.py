@@ -63,7 +63,7 @@ def test_a_file_listed_twice_or_as_dot_slash_is_one_image_with_a_note(run_cli, t
 
 
 def test_one_file_under_two_labels_is_an_error_listing_it(run_cli, tmp_path):
-    labels = _labels_csv(tmp_path / "d", ["img/3.png,cat", "./img/5.png,cat"])
+    labels = _labels_csv(tmp_path / "d", ["img/3.png,cat", "./img/5.png,cat", "img/3.png,cat"])  # 3.png: one file
     for command in (("data", "check", str(labels)), ("train", "--data", str(labels), *TINY_TRAIN)):
         result = run_cli(*command)
         assert result.code == 1

@@ -2,7 +2,9 @@
 
 The image column holds a path or an id, relative to the CSV's folder (or ``--image-dir``); an id
 without extension is matched to the one image file of that name. An optional ``split`` column
-places rows in train/val/test. Rows whose image is missing count as unreadable images.
+places rows in train/val/test. Rows whose image is missing count as unreadable images. Each file
+is one image: rows naming it again (``./x.png`` beside ``x.png``) are dropped, and a file under
+two labels or in two splits is an error.
 """
 
 from __future__ import annotations
@@ -176,20 +178,21 @@ def _once_per_file(found: list[_Row], path: Path) -> tuple[list[_Row], list[Skip
     first: dict[Path, _Row] = {}
     kept: list[_Row] = []
     repeated: list[SkippedFile] = []
-    labels: list[str] = []
-    splits: list[str] = []
+    labels: dict[Path, str] = {}  # the first clash of each file
+    splits: dict[Path, str] = {}
     for row in found:
-        seen = first.setdefault(row.file.resolve(), row)
+        resolved = row.file.resolve()
+        seen = first.setdefault(resolved, row)
         if seen is row:
             kept.append(row)
         elif seen.label != row.label:
-            labels.append(f"{seen.key} (line {seen.line}: {seen.label}, line {row.line}: {row.label})")
+            labels.setdefault(resolved, f"{seen.key} (line {seen.line}: {seen.label}, line {row.line}: {row.label})")
         elif seen.split != row.split:
-            splits.append(f"{seen.key} (line {seen.line}: {seen.split}, line {row.line}: {row.split})")
+            splits.setdefault(resolved, f"{seen.key} (line {seen.line}: {seen.split}, line {row.line}: {row.split})")
         else:
             repeated.append(SkippedFile(f"{path}, line {row.line}", f"{row.key}: the file line {seen.line} lists"))
-    for clashes, what, fix in ((labels, "under two labels", "give each image one label"),
-                               (splits, "in two splits", "list each image in one split")):
+    for clashes, what, fix in ((list(labels.values()), "under two labels", "give each image one label"),
+                               (list(splits.values()), "in two splits", "list each image in one split")):
         if clashes:
             more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
             raise DataError(f"{path} lists {len(clashes)} image file{'s' if len(clashes) > 1 else ''} {what}: "
