@@ -110,11 +110,12 @@ def write_image(path: Path, *, size=(16, 16), mode="RGB", color=None, fmt=None, 
     return path
 
 
-def make_class_folder(root: Path, classes: dict[str, int], *, size=(16, 16)) -> Path:
-    """root/<class>/<i>.png with the given number of images per class."""
+def make_class_folder(root: Path, classes: dict[str, int], *, size=(16, 16), seed: int = 0) -> Path:
+    """root/<class>/<i>.png with the given number of images per class, each different; a folder
+    made with another ``seed`` (a multiple of 10,000) shares no image with this one."""
     for class_index, (name, count) in enumerate(classes.items()):
         for i in range(count):
-            write_image(root / name / f"{i}.png", size=size, seed=class_index * 1000 + i)
+            write_image(root / name / f"{i}.png", size=size, seed=seed + class_index * 1000 + i)
     return root
 
 

@@ -329,7 +329,8 @@ def test_cifar100_fine_labels(tmp_path, monkeypatch):
     for name, count in (("train", 300), ("test", 40)):
         batch = {
             b"filenames": [f"{i}.png".encode() for i in range(count)],
-            b"fine_labels": [int(v) for v in rng.integers(0, 100, count)],
+            # every class in train, as in the real set: a class without training images is refused
+            b"fine_labels": [int(v) for v in (rng.permutation(count) % 100 if name == "train" else rng.integers(0, 100, count))],
             b"coarse_labels": [int(v) for v in rng.integers(0, 20, count)],
             b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
         }

@@ -46,7 +46,7 @@ def _assert_one_error_line(result, code: int = 1):
 def _odd_folder(tmp_path):
     """A trainable folder with one of every odd-but-usable file, and files that are not images."""
     root = make_class_folder(tmp_path / "d", {"cat": 10, "dog": 13})
-    write_image(root / "cat" / "png-inside.jpg", fmt="PNG")
+    write_image(root / "cat" / "png-inside.jpg", fmt="PNG", seed=99)  # not a copy of cat/0.png
     Image.new("RGB", (1, 1), (9, 9, 9)).save(root / "dog" / "dot.png")
     frames = [Image.new("RGB", (16, 16), c) for c in ("red", "green")]
     frames[0].save(root / "dog" / "anim.gif", save_all=True, append_images=frames[1:])
@@ -215,7 +215,7 @@ def test_decompression_bomb_is_listed_as_unreadable(run_cli, tmp_path):
 def test_presplit_folder(run_cli, tmp_path):
     root = tmp_path / "beans"
     make_class_folder(root / "train", {"healthy": 3, "rust": 3})
-    make_class_folder(root / "validation", {"healthy": 1, "rust": 1})
+    make_class_folder(root / "validation", {"healthy": 1, "rust": 1}, seed=10000)
     report = _strict_json(run_cli("data", "check", str(root), "--json").stdout)
     assert report["split"]["method"] == "folders"
     assert report["counts"]["val"] == {"healthy": 1, "rust": 1} and report["counts"]["test"] == {"healthy": 0, "rust": 0}

@@ -158,7 +158,7 @@ def test_non_image_files_are_ignored_and_listed_with_a_reason(tmp_path):
 
 def test_images_in_nested_folders_belong_to_their_class(tmp_path):
     root = make_class_folder(tmp_path / "d", {"a": 3, "b": 3})
-    write_image(root / "a" / "more" / "deep.png")
+    write_image(root / "a" / "more" / "deep.png", seed=99)  # not a copy of a/0.png
     data = _load(root, val_split=0, test_split=0)
     assert "a/more/deep.png" in _keys(data, "train")
     assert data.splits["train"].labels[_keys(data, "train").index("a/more/deep.png")] == data.classes.index("a")
@@ -167,14 +167,14 @@ def test_images_in_nested_folders_belong_to_their_class(tmp_path):
 @pytest.mark.parametrize("name,fmt", [("X.JPG", "JPEG"), ("Y.PNG", "PNG"), ("Z.Jpeg", "JPEG"), ("W.TIF", "TIFF")])
 def test_upper_case_extensions_are_images(tmp_path, name, fmt):
     root = make_class_folder(tmp_path / "d", {"a": 2, "b": 2})
-    write_image(root / "a" / name, fmt=fmt)
+    write_image(root / "a" / name, fmt=fmt, seed=99)
     data = _load(root, val_split=0, test_split=0)
     assert f"a/{name}" in _keys(data, "train") and not data.ignored_files
 
 
 def test_png_named_jpg_is_a_usable_image(tmp_path):
     root = make_class_folder(tmp_path / "d", {"a": 2, "b": 2})
-    write_image(root / "a" / "really-png.jpg", fmt="PNG")
+    write_image(root / "a" / "really-png.jpg", fmt="PNG", seed=99)
     data = _load(root, val_split=0, test_split=0)
     index = _keys(data, "train").index("a/really-png.jpg")
     assert data.splits["train"].load(index).size == (16, 16) and not data.bad_files
@@ -339,8 +339,8 @@ def test_what_two_links_lead_to_is_taken_once(tmp_path):
 
 
 def test_a_loop_between_two_folders_outside_the_data_folder_is_walked_once(tmp_path):
-    write_image(tmp_path / "p" / "p.png", seed=1)
-    write_image(tmp_path / "q" / "q.png", seed=2)
+    write_image(tmp_path / "p" / "p.png", seed=201)
+    write_image(tmp_path / "q" / "q.png", seed=202)
     _link(tmp_path / "p" / "to-q", tmp_path / "q")
     _link(tmp_path / "q" / "to-p", tmp_path / "p")  # neither holds the other: not a loop by its path
     root = make_class_folder(tmp_path / "d", {"a": 2, "b": 2})
@@ -416,8 +416,8 @@ def test_class_names_with_unusual_digits_do_not_crash(tmp_path):
 def test_presplit_layout_gives_the_given_splits(tmp_path, val_name):
     root = tmp_path / "beans"
     make_class_folder(root / "train", {"healthy": 4, "rust": 3})
-    make_class_folder(root / val_name, {"healthy": 2, "rust": 1})
-    make_class_folder(root / "test", {"rust": 1, "healthy": 1})
+    make_class_folder(root / val_name, {"healthy": 2, "rust": 1}, seed=10000)
+    make_class_folder(root / "test", {"rust": 1, "healthy": 1}, seed=20000)
     data = _load(root, val_split=0.5, test_split=0.4)  # fractions do not apply to a pre-split folder
     assert data.classes == ["healthy", "rust"]
     assert data.split_info["method"] == "folders"
@@ -432,7 +432,7 @@ def test_presplit_layout_gives_the_given_splits(tmp_path, val_name):
 def test_presplit_without_test_folder_has_an_empty_test_split_and_a_note(tmp_path):
     root = tmp_path / "d"
     make_class_folder(root / "train", {"a": 3, "b": 3})
-    make_class_folder(root / "val", {"a": 1, "b": 1})
+    make_class_folder(root / "val", {"a": 1, "b": 1}, seed=10000)
     data = _load(root)
     assert len(data.splits["test"]) == 0 and len(data.splits["val"]) == 2
     assert any("test" in note for note in data.notes)
@@ -441,7 +441,7 @@ def test_presplit_without_test_folder_has_an_empty_test_split_and_a_note(tmp_pat
 def test_presplit_class_in_val_but_not_in_train_is_an_error(tmp_path):
     root = tmp_path / "d"
     make_class_folder(root / "train", {"a": 3, "b": 3})
-    make_class_folder(root / "val", {"a": 1, "b": 1, "zebra": 1})
+    make_class_folder(root / "val", {"a": 1, "b": 1, "zebra": 1}, seed=10000)
     with pytest.raises(DataError, match="zebra") as caught:
         _load(root)
     assert _one_line(str(caught.value)) and "train" in str(caught.value)
@@ -450,7 +450,7 @@ def test_presplit_class_in_val_but_not_in_train_is_an_error(tmp_path):
 def test_presplit_class_in_test_but_not_in_train_is_an_error(tmp_path):
     root = tmp_path / "d"
     make_class_folder(root / "train", {"a": 3, "b": 3})
-    make_class_folder(root / "test", {"c": 1})
+    make_class_folder(root / "test", {"c": 1}, seed=20000)
     with pytest.raises(DataError, match="'?c'?"):
         _load(root)
 
@@ -467,8 +467,8 @@ def test_split_folders_without_a_train_folder_are_an_error(tmp_path):
     # must not silently become classes named "test" and "val".
     root = tmp_path / "d"
     make_class_folder(root / "training", {"a": 3, "b": 3})
-    make_class_folder(root / "val", {"a": 1, "b": 1})
-    make_class_folder(root / "test", {"a": 1, "b": 1})
+    make_class_folder(root / "val", {"a": 1, "b": 1}, seed=10000)
+    make_class_folder(root / "test", {"a": 1, "b": 1}, seed=20000)
     with pytest.raises(DataError, match="train"):
         _load(root)
 
@@ -476,8 +476,8 @@ def test_split_folders_without_a_train_folder_are_an_error(tmp_path):
 def test_two_validation_folders_are_an_error(tmp_path):
     root = tmp_path / "d"
     make_class_folder(root / "train", {"a": 3, "b": 3})
-    make_class_folder(root / "val", {"a": 1, "b": 1})
-    make_class_folder(root / "valid", {"a": 2, "b": 2})
+    make_class_folder(root / "val", {"a": 1, "b": 1}, seed=10000)
+    make_class_folder(root / "valid", {"a": 2, "b": 2}, seed=20000)
     with pytest.raises(DataError, match="val.*valid"):
         _load(root)
 

@@ -65,7 +65,7 @@ def test_class_names_file_and_a_folder_source(tmp_path):
 
 def test_presplit_folders_of_records(tmp_path):
     write_records(tmp_path / "f" / "train" / "t.tfrec", 12)
-    write_records(tmp_path / "f" / "val" / "v.tfrec", 6)
+    write_records(tmp_path / "f" / "val" / "v.tfrec", 6, start=12)  # other images than train's
     data = load_data(DataConfig(str(tmp_path / "f")))
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 12, "val": 6, "test": 0}
 
@@ -123,3 +123,24 @@ def test_a_record_that_is_not_an_example_is_a_clear_error(tmp_path):
     (tmp_path / "odd.tfrecord").write_bytes(record)
     with pytest.raises(DataError, match="is not a tf.train.Example|has no 'image'"):
         load_data(DataConfig(str(tmp_path / "odd.tfrecord")))
+
+
+def test_records_in_train_identical_to_test_records_are_dropped_from_train(tmp_path):
+    write_records(tmp_path / "f" / "train" / "t.tfrec", 12)
+    write_records(tmp_path / "f" / "test" / "t.tfrec", 3)  # the first three train records again
+    data = load_data(DataConfig(str(tmp_path / "f")))
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 9, "val": 0, "test": 3}
+    assert sorted(d.path.rsplit("#", 1)[1] for d in data.duplicates) == ["flower0", "flower1", "flower2"]
+    assert any("dropped 3 duplicate images" in note for note in data.notes)
+
+
+def test_an_unreadable_record_image_counts_against_max_bad(tmp_path):
+    path = tmp_path / "f" / "x.tfrec"
+    path.parent.mkdir(parents=True)
+    writer = tfrecord.TFRecordWriter(str(path))
+    for i in range(10):
+        writer.write({"image": (b"not a jpeg" if i < 2 else _jpeg(i % 2, i * 9), "byte"), "class": (i % 2, "int")})
+    writer.close()
+    assert len(load_data(DataConfig(str(path), max_bad=2)).bad_files) == 2
+    with pytest.raises(DataError, match="2 of 10 images cannot be read, more than --max-bad 1"):
+        load_data(DataConfig(str(path), max_bad=1))

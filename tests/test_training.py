@@ -318,7 +318,7 @@ def test_an_epoch_without_a_single_readable_image_is_an_error(tmp_path):
     root = tmp_path / "broken"
     for name in ("a", "b"):
         for i in range(4):
-            path = write_image(root / name / f"{i}.jpg", size=(128, 128), fmt="JPEG", quality=95)
+            path = write_image(root / name / f"{i}.jpg", size=(128, 128), fmt="JPEG", quality=95, seed=ord(name) * 10 + i)
             path.write_bytes(path.read_bytes()[:2000])
     config = TrainConfig(data=DataConfig(str(root), val_split=0, test_split=0, max_bad=100),
                          model=ModelConfig(arch="mlp", weights="none"), run=RunConfig(epochs=1, out="checkpoints/broken", workers=0))

@@ -120,9 +120,11 @@ def read_regular_file(path: Path, *, limit: int, what: str) -> bytes:
     except OSError as exc:
         raise TlcliError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     with os.fdopen(descriptor, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
             raise TlcliError(f"{what} {path} is not a regular file (a folder, a device or a pipe); give a file")
-        data = stream.read(limit + 1)
-    if len(data) > limit:
+        # Refused by its size when it says so; the read is bounded too, for a file still growing.
+        data = b"" if info.st_size > limit else stream.read(limit + 1)
+    if info.st_size > limit or len(data) > limit:
         raise TlcliError(f"{what} {path} is larger than {limit:,} bytes, the most tlcli reads of one")
     return data

@@ -68,7 +68,7 @@ def _render(report) -> None:
         markup=False,
     )
     listed = (("unreadable (skipped)", data.bad_files), ("not images (ignored)", data.ignored_files),
-              ("links not followed", data.skipped_links), ("suspicious", report.suspicious))
+              ("links not followed", data.skipped_links), ("duplicates (dropped)", data.duplicates), ("suspicious", report.suspicious))
     for title, files in listed:
         if files:
             output.out.print(f"{title}: {len(files)}", markup=False)

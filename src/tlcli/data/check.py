@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tlcli.config import DataConfig
-from tlcli.data.dataset import ImageData, SkippedFile, too_many_bad
+from tlcli.data.dataset import ImageData, SkippedFile, problems
 from tlcli.data.images import BadImageError, load_image, probe_image
 from tlcli.data.imagesets import FileImages
 from tlcli.data.sources import load_data
@@ -52,6 +52,7 @@ class DataReport:
             "bad_files": [vars(f) for f in self.data.bad_files],
             "ignored_files": [vars(f) for f in self.data.ignored_files],
             "skipped_links": [vars(f) for f in self.data.skipped_links],
+            "duplicates": [vars(f) for f in self.data.duplicates],
             "suspicious_files": [vars(f) for f in self.suspicious],
             "notes": self.data.notes,
         }
@@ -82,10 +83,11 @@ def _inspect_file(path: Path, suspicious: list[SkippedFile]) -> tuple[int, int, 
 def check_data(config: DataConfig) -> DataReport:
     """Load the data as training would, decode every image, and judge it.
 
-    Structural problems raise DataError as they do in training; too many unreadable images
-    become a problem in the report, which lists them all.
+    Structural problems raise DataError as they do in training; what training refuses once
+    the data is loaded (``dataset.problems``: too many unreadable images, a class without
+    training images) becomes a problem in the report, which lists every file.
     """
-    data = load_data(replace(config, max_bad=float("inf")))
+    data = load_data(config, judged=False)
     widths: list[int] = []
     heights: list[int] = []
     modes: Counter[str] = Counter()
@@ -108,10 +110,5 @@ def check_data(config: DataConfig) -> DataReport:
             keep.append(index)
         data.splits[split] = images.subset(keep)
     report = DataReport(data, {"width": _spread(widths), "height": _spread(heights)}, dict(modes), suspicious)
-    usable = sum(len(images) for images in data.splits.values())
-    if too_many_bad(len(data.bad_files), usable, config.max_bad):
-        report.problems.append(f"{len(data.bad_files)} of {usable + len(data.bad_files)} images cannot be read (--max-bad {config.max_bad:g})")
-    for name, count in data.class_counts()["train"].items():
-        if count == 0:
-            report.problems.append(f"class '{name}' has no readable training images")
+    report.problems += problems(data, config.max_bad)
     return report

@@ -2,15 +2,19 @@
 
 The image column holds a path or an id, relative to the CSV's folder (or ``--image-dir``); an id
 without extension is matched to the one image file of that name. An optional ``split`` column
-places rows in train/val/test. Rows whose image is missing count as unreadable images.
+places rows in train/val/test. Rows whose image is missing count as unreadable images. Each file
+is one image: rows naming it again (``./x.png`` beside ``x.png``) are dropped, and a file under
+two labels or in two splits is an error.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tlcli.config import DataConfig
@@ -19,7 +23,6 @@ from tlcli.data.dataset import (
     LABEL_COLUMNS,
     ImageData,
     SkippedFile,
-    check_bad_budget,
     find_column,
     given_splits,
     record_fingerprints,
@@ -28,6 +31,14 @@ from tlcli.data.folder import SPLIT_FOLDER_NAMES, natural_key
 from tlcli.data.images import IMAGE_EXTENSIONS, BadImageError, probe_image
 from tlcli.data.imagesets import FileImages, ImageSet
 from tlcli.errors import DataError
+from tlcli.files import read_regular_file
+
+# Label files are text: a few bytes a row, so 256 MiB is millions of rows; anything beyond these
+# is not a label file, and is refused before it is parsed (or sniffed, which is quadratic).
+LABEL_FILE_LIMIT = 256 << 20
+HEADER_LIMIT = 64 << 10
+FIELD_LIMIT = 64 << 10
+_SNIFF_SAMPLE = 4096
 
 
 class ListedImages(FileImages):
@@ -84,25 +95,33 @@ class _Finder:
 
 
 def _read(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """(header, [(line number, row)])."""
+    """(header, [(line number, row)]), read within bounds: a file that is not a regular file or
+    is over ``LABEL_FILE_LIMIT``, a header line over ``HEADER_LIMIT``, a field over
+    ``FIELD_LIMIT``: one error each, before anything large is parsed."""
+    data = read_regular_file(path, limit=LABEL_FILE_LIMIT, what="CSV label file")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text; save the label file as UTF-8 CSV") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not text.strip():
         raise DataError(f"{path} is empty: a CSV label file needs a header row (such as image,label) and one row per image")
-    header = text.partition("\n")[0].strip()
+    header_end = text.find("\n")
+    header = text[: header_end if header_end >= 0 else len(text)].strip()
+    if len(header) > HEADER_LIMIT:
+        raise DataError(f"{path}: the header line is {len(header):,} characters long, more than a label file's {HEADER_LIMIT:,}; "
+                        "is it a CSV label file (image,label header, one row per image)?")
     try:
-        dialect = csv.Sniffer().sniff(header, delimiters=",;\t")
+        dialect = csv.Sniffer().sniff(header[:_SNIFF_SAMPLE], delimiters=",;\t")
     except csv.Error:  # one column, or nothing to tell the delimiter by
         dialect = csv.excel
-    reader = csv.DictReader(text.splitlines(keepends=True), dialect=dialect)
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+    previous_limit = csv.field_size_limit(FIELD_LIMIT)
     try:
         rows = [(reader.line_num, row) for row in reader]
     except csv.Error as exc:
         raise DataError(f"{path}, line {reader.line_num}: {exc}") from None
+    finally:
+        csv.field_size_limit(previous_limit)
     if not rows:
         raise DataError(f"{path} has a header ({header}) but no rows")
     return list(reader.fieldnames or []), rows
@@ -118,19 +137,23 @@ def _split_of(row: dict, column: str | None, where: str) -> str:
     return split
 
 
-def load_csv_data(path: Path, config: DataConfig) -> ImageData:
-    columns, rows = _read(path)
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    split: str
+    file: Path
+    key: str  # the image as the CSV names it
+    label: str
+
+
+def _rows(rows: list[tuple[int, dict]], columns: tuple[str, str, str | None], base: Path, path: Path):
+    """(rows whose image is usable, unreadable images, rows without image or label)."""
+    image_column, label_column, split_column = columns
     where = str(path)
-    image_column = find_column(columns, config.image_column, IMAGE_COLUMNS, what="image", option="--image-column", where=where)
-    label_column = find_column(columns, config.label_column, LABEL_COLUMNS, what="label", option="--label-column", where=where)
-    split_column = next((c for c in columns if c.strip().lower() == "split" and c not in (image_column, label_column)), None)
-    base = Path(config.image_dir).expanduser() if config.image_dir else path.parent
-    if not base.is_dir():
-        raise DataError(f"--image-dir {base} is not a folder")
     finder = _Finder(base)
+    found: list[_Row] = []
     bad: list[SkippedFile] = []
     ignored: list[SkippedFile] = []
-    found: list[tuple[str, Path, str, str]] = []  # split, file, key, label
     for line, row in rows:
         value, label = (row.get(image_column) or "").strip(), (row.get(label_column) or "").strip()
         split = _split_of(row, split_column, f"{where}, line {line}")
@@ -145,22 +168,68 @@ def load_csv_data(path: Path, config: DataConfig) -> ImageData:
         except BadImageError as exc:
             bad.append(SkippedFile(str(file or base / value), f"{exc} (line {line} of {path.name})"))
             continue
-        found.append((split, file, value, label))
-    check_bad_budget(bad, len(found), config.max_bad)
-    classes = sorted({label for *_, label in found}, key=natural_key)
+        found.append(_Row(line, split, file, value, label))
+    return found, bad, ignored
+
+
+def _once_per_file(found: list[_Row], path: Path) -> tuple[list[_Row], list[SkippedFile], list[str]]:
+    """One row per image file (by resolved path: ``./x.png`` is ``x.png``): a repeated row is
+    dropped and noted; a file under two labels or in two splits is an error listing them."""
+    first: dict[Path, _Row] = {}
+    kept: list[_Row] = []
+    repeated: list[SkippedFile] = []
+    labels: dict[Path, str] = {}  # the first clash of each file
+    splits: dict[Path, str] = {}
+    for row in found:
+        resolved = row.file.resolve()
+        seen = first.setdefault(resolved, row)
+        if seen is row:
+            kept.append(row)
+        elif seen.label != row.label:
+            labels.setdefault(resolved, f"{seen.key} (line {seen.line}: {seen.label}, line {row.line}: {row.label})")
+        elif seen.split != row.split:
+            splits.setdefault(resolved, f"{seen.key} (line {seen.line}: {seen.split}, line {row.line}: {row.split})")
+        else:
+            repeated.append(SkippedFile(f"{path}, line {row.line}", f"{row.key}: the file line {seen.line} lists"))
+    for clashes, what, fix in ((list(labels.values()), "under two labels", "give each image one label"),
+                               (list(splits.values()), "in two splits", "list each image in one split")):
+        if clashes:
+            more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
+            raise DataError(f"{path} lists {len(clashes)} image file{'s' if len(clashes) > 1 else ''} {what}: "
+                            f"{'; '.join(clashes[:3])}{more}; {fix}")
+    notes = [f"dropped {len(repeated)} row{'s' if len(repeated) > 1 else ''} naming an image file an earlier row names "
+             f"(first: {repeated[0].path}: {repeated[0].reason})"] if repeated else []
+    return kept, repeated, notes
+
+
+def load_csv_data(path: Path, config: DataConfig) -> ImageData:
+    columns, rows = _read(path)
+    where = str(path)
+    image_column = find_column(columns, config.image_column, IMAGE_COLUMNS, what="image", option="--image-column", where=where)
+    label_column = find_column(columns, config.label_column, LABEL_COLUMNS, what="label", option="--label-column", where=where)
+    split_column = next((c for c in columns if c.strip().lower() == "split" and c not in (image_column, label_column)), None)
+    base = Path(config.image_dir).expanduser() if config.image_dir else path.parent
+    if not base.is_dir():
+        raise DataError(f"--image-dir {base} is not a folder")
+    found, bad, ignored = _rows(rows, (image_column, label_column, split_column), base, path)
+    found, repeated, notes = _once_per_file(found, path)
+    classes = sorted({row.label for row in found}, key=natural_key)
     if len(classes) < 2:
-        raise DataError(f"{path} has {len(classes)} class{'es' if len(classes) != 1 else ''} with usable images; a classifier needs at least two")
+        unreadable = f" ({len(bad)} rows name images that cannot be read: run 'tlcli data check')" if bad else ""
+        raise DataError(f"{path} has {len(classes)} class{'es' if len(classes) != 1 else ''} with usable images{unreadable}; "
+                        "a classifier needs at least two")
     index_of = {name: index for index, name in enumerate(classes)}
     given = {}
     for split in ("train", "val", "test"):
-        picked = [entry for entry in found if entry[0] == split]
+        picked = [row for row in found if row.split == split]
         if picked:
-            given[split] = ListedImages(base, [e[1] for e in picked], [index_of[e[3]] for e in picked], [e[2] for e in picked])
+            given[split] = ListedImages(base, [r.file for r in picked], [index_of[r.label] for r in picked], [r.key for r in picked])
     if "train" not in given:
         raise DataError(f"{path}: no usable row has split 'train'; every class needs training images")
-    splits, info, notes = given_splits(given, classes, val_fraction=config.val_split, test_fraction=config.test_split, seed=config.seed)
+    splits, info, more, duplicates = given_splits(given, classes, val_fraction=config.val_split, test_fraction=config.test_split,
+                                                  seed=config.seed)
     info.update(image_column=image_column, label_column=label_column, split_column=split_column)
     record_fingerprints(info, splits, classes)
-    data = ImageData(str(path), "csv", classes, splits, info, notes=notes, root=str(base))
+    data = ImageData(str(path), "csv", classes, splits, info, duplicates=repeated + duplicates, notes=notes + more, root=str(base))
     data.bad_files, data.ignored_files = bad, ignored
     return data

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from tlcli.config import DataConfig, check_fractions
-from tlcli.data.dataset import ImageData, SkippedFile, check_bad_budget, record_fingerprints, split_records
+from tlcli.data.dataset import ImageData, SkippedFile, drop_duplicates, record_fingerprints, split_records
 from tlcli.data.images import BadImageError, has_image_extension, probe_image
 from tlcli.data.imagesets import FileImages
 from tlcli.data.walk import FolderWalk
@@ -85,17 +85,17 @@ def load_folder(root: Path, config: DataConfig) -> ImageData:
         classes = list(found)
         paths = [path for name in classes for path in found[name]]
         labels = [index for index, name in enumerate(classes) for _ in found[name]]
-        splits, info, notes = split_records(
-            FileImages(root, paths, labels),
+        pool, duplicates, notes = drop_duplicates({"train": FileImages(root, paths, labels)}, classes)
+        splits, info, more = split_records(
+            pool["train"],
             classes,
             val_fraction=config.val_split,
             test_fraction=config.test_split,
             seed=config.seed,
         )
-        data = ImageData(str(root), "folder", classes, splits, info, notes=notes, root=str(root))
+        data = ImageData(str(root), "folder", classes, splits, info, duplicates=duplicates, notes=notes + more, root=str(root))
     data.bad_files, data.ignored_files, data.skipped_links = scan.bad, scan.ignored, scan.walk.skipped
     record_fingerprints(data.split_info, data.splits, data.classes)
-    check_bad_budget(scan.bad, sum(len(s) for s in data.splits.values()), config.max_bad)
     return data
 
 
@@ -121,7 +121,6 @@ def _load_presplit(root: Path, split_dirs: dict[str, Path], scan: _Scan) -> Imag
     _require_classes(found["train"], split_dirs["train"], scan.walk)
     classes = list(found["train"])
     index_of = {name: index for index, name in enumerate(classes)}
-    notes = []
     splits = {}
     for split in ("train", "val", "test"):
         per_class = found.get(split, {})
@@ -134,9 +133,10 @@ def _load_presplit(root: Path, split_dirs: dict[str, Path], scan: _Scan) -> Imag
         paths = [path for name, class_paths in per_class.items() for path in class_paths]
         labels = [index_of[name] for name, class_paths in per_class.items() for _ in class_paths]
         splits[split] = FileImages(root, paths, labels)
+    splits, duplicates, notes = drop_duplicates(splits, classes)
     if not len(splits["val"]):
         notes.append("no val/ folder: nothing to validate on during training")
     if not len(splits["test"]):
         notes.append("no test/ folder: there is no held-out test split")
     info = {"method": "folders", "folders": {split: folder.name for split, folder in split_dirs.items()}}
-    return ImageData(str(root), "folder", classes, splits, info, notes=notes, root=str(root))
+    return ImageData(str(root), "folder", classes, splits, info, duplicates=duplicates, notes=notes, root=str(root))

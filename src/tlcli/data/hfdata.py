@@ -1,12 +1,16 @@
 """Hugging Face datasets: ``hf:OWNER/NAME`` from the Hub, ``hf:PATH`` from a local folder or parquet files.
 
 Read through the ``datasets`` library (the ``tlcli[hf]`` extra) and its cache (``HF_HOME``,
-``HF_DATASETS_OFFLINE``). Only the labels are read up front; each image stays in the
-memory-mapped Arrow files until it is decoded, so a data set larger than memory trains as well.
+``HF_DATASETS_OFFLINE``). Up front, the labels are read and each image's stored bytes once,
+undecoded, for their header and digest (``--max-bad`` and duplicates, as for a folder); each
+image stays in the memory-mapped Arrow files until it is decoded, so a data set larger than
+memory trains as well.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -15,34 +19,33 @@ from pathlib import Path
 from PIL import Image
 
 from tlcli.config import DataConfig
-from tlcli.data.dataset import IMAGE_COLUMNS, LABEL_COLUMNS, ImageData, find_column, given_splits, record_fingerprints
+from tlcli.data.dataset import IMAGE_COLUMNS, LABEL_COLUMNS, ImageData, SkippedFile, find_column, given_splits, record_fingerprints
+from tlcli.data.digests import bytes_digest, file_digests
 from tlcli.data.folder import SPLIT_FOLDER_NAMES, natural_key
-from tlcli.data.images import BadImageError, load_image, open_image_bytes
+from tlcli.data.images import BadImageError, load_image, open_image_bytes, probe_image
 from tlcli.data.imagesets import ImageSet, digest_lines
-from tlcli.errors import DataError
+from tlcli.errors import DataError, TlcliError
+from tlcli.files import read_regular_file
 
 PREFIX = "hf:"
+_SCAN_BATCH = 256
 _FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
 class HubImages(ImageSet):
     """Rows of Hugging Face dataset splits; ``tables`` hold only the image column, undecoded."""
 
-    def __init__(self, source: str, tables: dict, items: Sequence[tuple[str, int]], labels: Sequence[int]):
+    def __init__(self, source: str, tables: dict, items: Sequence[tuple[str, int]], labels: Sequence[int], digests: Sequence[str]):
         self.source = source
         self.tables = tables
         self.items = list(items)  # (split, row)
         self.labels = list(labels)
+        self.digests = list(digests)  # of each row's stored image bytes
 
     def load(self, index: int, *, draft_size: int | None = None) -> Image.Image:
         split, row = self.items[index]
         table = self.tables[split]
-        cell = table[row][table.column_names[0]] or {}
-        if cell.get("bytes"):
-            return open_image_bytes(cell["bytes"], draft_size=draft_size)
-        if cell.get("path"):
-            return load_image(Path(cell["path"]), draft_size=draft_size)
-        raise BadImageError("no image in this row")
+        return _decode(table[row][table.column_names[0]], draft_size)
 
     def revisions(self) -> list[str]:
         return sorted({f"{split}:{self.tables[split]._fingerprint}" for split, _ in self.items})
@@ -57,12 +60,61 @@ class HubImages(ImageSet):
         split, row = self.items[index]
         return f"{split}/{row}"
 
+    def content_digests(self) -> list[str]:
+        return self.digests
+
     def subset(self, indices: Sequence[int]) -> HubImages:
-        return HubImages(self.source, self.tables, [self.items[i] for i in indices], [self.labels[i] for i in indices])
+        return HubImages(self.source, self.tables, [self.items[i] for i in indices], [self.labels[i] for i in indices],
+                         [self.digests[i] for i in indices])
 
     def concat(self, other: ImageSet) -> HubImages:
         assert isinstance(other, HubImages)
-        return HubImages(self.source, {**self.tables, **other.tables}, self.items + other.items, self.labels + other.labels)
+        return HubImages(self.source, {**self.tables, **other.tables}, self.items + other.items, self.labels + other.labels,
+                         self.digests + other.digests)
+
+
+def _stored(cell: dict | None) -> bytes | Path:
+    """What a row holds of its image: the encoded bytes, else the file they name."""
+    cell = cell or {}
+    if cell.get("bytes"):
+        return cell["bytes"]
+    if cell.get("path"):
+        return Path(cell["path"])
+    raise BadImageError("no image in this row")
+
+
+def _decode(cell: dict | None, draft_size: int | None) -> Image.Image:
+    stored = _stored(cell)
+    return open_image_bytes(stored, draft_size=draft_size) if isinstance(stored, bytes) else load_image(stored, draft_size=draft_size)
+
+
+def _scan(source: str, split: str, table, rows: list[int], root: Path) -> tuple[list[int], list[str], list[SkippedFile]]:
+    """One pass over the rows' stored images, header only, never decoded: (readable rows, the
+    digest of each, unreadable ones), so ``--max-bad`` and the duplicate check see them as a
+    folder's are."""
+    wanted = set(rows)
+    readable: list[int] = []
+    digests: dict[int, str] = {}
+    files: dict[int, Path] = {}
+    bad = []
+    column = table.column_names[0]
+    for start in range(0, len(table), _SCAN_BATCH):
+        for row, cell in enumerate(table[start : start + _SCAN_BATCH][column], start):
+            if row not in wanted:
+                continue
+            try:
+                stored = _stored(cell)
+                probe_image(stored)
+            except BadImageError as exc:
+                bad.append(SkippedFile(f"{source}/{split}/{row}", str(exc)))
+                continue
+            readable.append(row)
+            if isinstance(stored, bytes):
+                digests[row] = bytes_digest(stored)
+            else:
+                files[row] = stored
+    digests.update(zip(files, file_digests(root, list(files.values()))))
+    return readable, [digests[row] for row in readable], bad
 
 
 def _datasets():
@@ -98,9 +150,12 @@ def _open(name: str) -> dict:
     """{split name: Dataset} of a Hub name, a local dataset folder, or data files."""
     datasets = _datasets()
     path = Path(name).expanduser()
+    saved = (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+    if saved:
+        _refuse_empty_saved_splits(path, name)
     try:
         with _quiet(datasets):
-            if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            if saved:
                 loaded = datasets.load_from_disk(str(path))  # written by save_to_disk
             elif not path.is_dir() and path.suffix.lower() in _FILE_BUILDERS:
                 loaded = datasets.load_dataset(_FILE_BUILDERS[path.suffix.lower()], data_files=str(path))
@@ -114,8 +169,28 @@ def _open(name: str) -> dict:
             "load it once with a network connection, or set HF_HOME to a cache that holds it"
         ) from None
     except Exception as exc:  # datasets raises a mix of FileNotFoundError, ValueError and its own errors
+        empty = re.search(r'"([^"]*)" corresponds to no data', str(exc))  # a split's data files hold no rows
+        if empty:
+            raise DataError(f"{name}: split '{empty.group(1)}' has no rows; remove the empty split or add images to it") from None
         raise DataError(f"cannot load the Hugging Face dataset '{name}': {exc}") from None
-    return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+    tables = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+    empty = [split for split, table in tables.items() if len(table) == 0]
+    if empty:
+        raise DataError(f"{name}: split {', '.join(repr(s) for s in empty)} has no rows; remove the empty split or add images to it")
+    return tables
+
+
+def _refuse_empty_saved_splits(path: Path, name: str) -> None:
+    """save_to_disk writes an empty split without data files, which load_from_disk then fails on
+    with an IndexError: name the split instead."""
+    for state in [path / "state.json", *sorted(path.glob("*/state.json"))]:
+        try:
+            files = json.loads(read_regular_file(state, limit=1 << 20, what="dataset state file")).get("_data_files")
+        except (TlcliError, ValueError, AttributeError):
+            continue  # unreadable or odd: load_from_disk's own error says more
+        if files == []:
+            split = state.parent.name if state.parent != path else "train"
+            raise DataError(f"{name}: split '{split}' has no rows; remove the empty split or add images to it")
 
 
 def _splits(tables: dict, name: str) -> tuple[dict, list[str]]:
@@ -154,13 +229,21 @@ def _columns(table, config: DataConfig, name: str) -> tuple[str, str]:
     return chosen[0], chosen[1]
 
 
-def _labels(tables: dict, column: str) -> tuple[list[str], dict[str, list]]:
+def _labels(tables: dict, column: str, name: str) -> tuple[list[str], dict[str, list]]:
     """Class names and each split's labels (None for an unlabelled row): a ClassLabel's own names,
     else the distinct values, sorted naturally."""
     feature = next(iter(tables.values())).features[column]
     values = {split: list(table[column]) for split, table in tables.items()}
     if isinstance(feature, _datasets().ClassLabel):
-        return list(feature.names), {split: [v if v is not None and v >= 0 else None for v in vs] for split, vs in values.items()}
+        names = list(feature.names)
+        for split, split_values in values.items():
+            beyond = [(row, v) for row, v in enumerate(split_values) if v is not None and v >= len(names)]
+            if beyond:
+                row, value = beyond[0]
+                rows = f"{len(beyond)} rows of the {split} split have" if len(beyond) > 1 else f"1 row of the {split} split has"
+                raise DataError(f"{name}: {rows} a '{column}' beyond the ClassLabel's {len(names)} names "
+                                f"(first: row {row}, label {value}); fix the labels or the ClassLabel's names")
+        return names, {split: [v if v is not None and v >= 0 else None for v in vs] for split, vs in values.items()}
     classes = sorted({str(v) for vs in values.values() for v in vs if v is not None and str(v) != ""}, key=natural_key)
     index_of = {name: index for index, name in enumerate(classes)}
     return classes, {split: [index_of.get(str(v)) if v is not None else None for v in vs] for split, vs in values.items()}
@@ -175,23 +258,29 @@ def load_hf_data(config: DataConfig) -> ImageData:
     missing = [f"'{c}' in {split}" for split, table in tables.items() for c in (image_column, label_column) if c not in table.column_names]
     if missing:
         raise DataError(f"{name}: the splits differ in their columns: no {', '.join(missing)}")
-    classes, labels = _labels(tables, label_column)
+    classes, labels = _labels(tables, label_column, name)
     try:
         images = {split: table.select_columns([image_column]).cast_column(image_column, _datasets().Image(decode=False))
                   for split, table in tables.items()}
     except (TypeError, ValueError, NotImplementedError) as exc:  # Arrow's cast errors derive from these
         raise DataError(f"{name}: column '{image_column}' does not hold images ({exc})") from None
-    given = {}
+    local = Path(name).expanduser()
+    given, bad = {}, []
     for split, split_labels in labels.items():
         rows = [row for row, label in enumerate(split_labels) if label is not None]
         if len(rows) < len(split_labels):
             notes.append(f"{len(split_labels) - len(rows)} rows of the {split} split have no label: not used")
+        rows, digests, unreadable = _scan(config.source, split, images[split], rows, local)
+        bad += unreadable
         if rows:
-            given[split] = HubImages(config.source, images, [(split, row) for row in rows], [split_labels[row] for row in rows])
+            given[split] = HubImages(config.source, images, [(split, row) for row in rows], [split_labels[row] for row in rows], digests)
     if "train" not in given or len(classes) < 2:
         raise DataError(f"{name}: a classifier needs labelled training images of at least two classes (found {len(classes)} classes)")
-    splits, info, more = given_splits(given, classes, val_fraction=config.val_split, test_fraction=config.test_split, seed=config.seed)
+    splits, info, more, duplicates = given_splits(given, classes, val_fraction=config.val_split, test_fraction=config.test_split,
+                                                  seed=config.seed)
     info.update(image_column=image_column, label_column=label_column)
     record_fingerprints(info, splits, classes)
-    local = Path(name).expanduser()
-    return ImageData(config.source, "hf", classes, splits, info, notes=notes + more, root=str(local) if local.exists() else None)
+    data = ImageData(config.source, "hf", classes, splits, info, duplicates=duplicates, notes=notes + more,
+                     root=str(local) if local.exists() else None)
+    data.bad_files = bad
+    return data

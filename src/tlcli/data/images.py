@@ -68,9 +68,10 @@ def _open(source: Path | bytes) -> Image.Image:
     return image
 
 
-def probe_image(path: Path) -> ImageInfo:
-    """Read the header only (cheap); raises BadImageError for files that cannot be images."""
-    with _open(path) as image:
+def probe_image(source: Path | bytes) -> ImageInfo:
+    """Read the header only (cheap) of a file or of encoded bytes; raises BadImageError for
+    what cannot be an image."""
+    with _open(source) as image:
         return ImageInfo(
             format=image.format or "?",
             mode=image.mode,

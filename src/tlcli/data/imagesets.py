@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tlcli.data.digests import file_digests
 from tlcli.data.images import load_image
 
 
@@ -52,6 +53,11 @@ class ImageSet:
         fingerprint), so that ``evaluate`` notices new contents under the same keys."""
         return []
 
+    def content_digests(self) -> list[str] | None:
+        """A digest of each image's stored bytes, to find the same image under two names;
+        None where a source is used as published (the built-in sets)."""
+        return None
+
     def subset(self, indices: Sequence[int]) -> ImageSet:
         raise NotImplementedError
 
@@ -83,6 +89,9 @@ class FileImages(ImageSet):
 
     def key(self, index: int) -> str:
         return self.paths[index].relative_to(self.root).as_posix()
+
+    def content_digests(self) -> list[str]:
+        return file_digests(self.root, self.paths)
 
     def subset(self, indices: Sequence[int]) -> FileImages:
         return FileImages(self.root, [self.paths[i] for i in indices], [self.labels[i] for i in indices])

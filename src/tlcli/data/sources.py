@@ -8,7 +8,7 @@ from pathlib import Path
 from tlcli.config import DataConfig
 from tlcli.data.builtin import BUILTIN_NAMES, TORCHVISION_SETS, load_digits_data, load_torchvision_data
 from tlcli.data.csvlabels import load_csv_data
-from tlcli.data.dataset import ImageData, apply_fold
+from tlcli.data.dataset import ImageData, apply_fold, require_trainable
 from tlcli.data.folder import load_folder
 from tlcli.data.hfdata import PREFIX as HF_PREFIX, load_hf_data
 from tlcli.data.tfrecord import is_tfrecord_source, load_tfrecord_data
@@ -31,8 +31,13 @@ def resolve_folder(source: str) -> Path | None:
     return None
 
 
-def load_data(config: DataConfig) -> ImageData:
+def load_data(config: DataConfig, *, judged: bool = True) -> ImageData:
+    """The data ``config`` names, refused (``dataset.require_trainable``) when it cannot be
+    trained on; ``judged=False`` leaves that to the caller (``tlcli data check``, which decodes
+    every image first and then asks ``dataset.problems``, the same rules)."""
     data = _load_source(config)
+    if judged:
+        require_trainable(data, config.max_bad)
     return apply_fold(data, folds=config.folds, fold=config.fold, seed=config.seed) if config.folds else data
 
 
@@ -46,7 +51,7 @@ def _load_source(config: DataConfig) -> ImageData:
         return load_hf_data(config)
     if source.lower().endswith(".csv"):
         path = resolve_folder(source)
-        if path is None or not path.is_file():
+        if path is None:  # anything else there (a pipe, a device) is refused by the bounded read
             raise DataError(f"no CSV label file '{source}': it is not a file, nor a file under {data_root()}/")
         return load_csv_data(path, config)
     if is_tfrecord_source(source):

@@ -17,14 +17,17 @@ from pathlib import Path
 from PIL import Image
 
 from tlcli.config import DataConfig, check_fractions
-from tlcli.data.dataset import ImageData, record_fingerprints, split_records
+from tlcli.data.dataset import ImageData, SkippedFile, drop_duplicates, record_fingerprints, split_records
+from tlcli.data.digests import bytes_digest
 from tlcli.data.folder import SPLIT_FOLDER_NAMES
-from tlcli.data.images import open_image_bytes
+from tlcli.data.images import BadImageError, open_image_bytes, probe_image
 from tlcli.data.imagesets import ImageSet, digest_lines
 from tlcli.errors import DataError
+from tlcli.files import read_regular_file
 
 TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
 _MASK_DELTA = 0xA282EAD8
+CLASS_NAMES_LIMIT = 16 << 20  # one name a line: far more classes than any data set has
 
 
 def masked_crc(data: bytes) -> int:
@@ -142,6 +145,7 @@ class RecordImage:
     offset: int  # of the image bytes in the file
     length: int
     name: str
+    digest: str  # of the image bytes
 
 
 class RecordImages(ImageSet):
@@ -173,6 +177,9 @@ class RecordImages(ImageSet):
         item = self.items[index]
         return f"{item.path.relative_to(self.root).as_posix()}#{item.name}"
 
+    def content_digests(self) -> list[str]:
+        return [item.digest for item in self.items]
+
     def subset(self, indices: Sequence[int]) -> RecordImages:
         return RecordImages(self.root, [self.items[i] for i in indices], [self.labels[i] for i in indices])
 
@@ -181,8 +188,9 @@ class RecordImages(ImageSet):
         return RecordImages(self.root, self.items + other.items, self.labels + other.labels)
 
 
-def index_files(files: Sequence[Path], root: Path, *, image_key: str = "image", label_key: str = "class") -> RecordImages:
-    """Read every record once for its label, id and where its image bytes lie."""
+def index_files(files: Sequence[Path], root: Path, bad: list[SkippedFile], *, image_key: str = "image", label_key: str = "class") -> RecordImages:
+    """Read every record once for its label, id, where its image bytes lie and their digest;
+    records whose image cannot be one (by its header) go to ``bad``."""
     items: list[RecordImage] = []
     labels: list[int] = []
     for path in files:
@@ -201,7 +209,13 @@ def index_files(files: Sequence[Path], root: Path, *, image_key: str = "image", 
             identifier = features.get("id")
             name = record[identifier[1][0][0] : sum(identifier[1][0])].decode(errors="replace") if identifier and identifier[0] == "bytes" and identifier[1] else str(number)
             start, length = image[1][0]
-            items.append(RecordImage(path, offset + start, length, name))
+            encoded = record[start : start + length]
+            try:
+                probe_image(encoded)
+            except BadImageError as exc:
+                bad.append(SkippedFile(f"{path}#{name}", str(exc)))
+                continue
+            items.append(RecordImage(path, offset + start, length, name, bytes_digest(encoded)))
             labels.append(int(label[1][0]))
     return RecordImages(root, items, labels)
 
@@ -228,10 +242,11 @@ def _class_names(path: str | None, labels: list[int]) -> list[str]:
     highest = max(labels) if labels else -1
     if path is None:
         return [str(i) for i in range(highest + 1)]
+    text = read_regular_file(Path(path), limit=CLASS_NAMES_LIMIT, what="class names file")
     try:
-        names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    except OSError as exc:
-        raise DataError(f"cannot read the class names file {path}: {exc.strerror or exc}") from None
+        names = [line.strip() for line in text.decode("utf-8-sig").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"the class names file {path} is not UTF-8 text: give one class name a line") from None
     if highest >= len(names):
         raise DataError(f"the class names file {path} lists {len(names)} classes but the records use label {highest}")
     return names
@@ -247,18 +262,28 @@ def load_tfrecord_data(config: DataConfig) -> ImageData:
         parts = file.relative_to(root).parts
         split = SPLIT_FOLDER_NAMES.get(parts[0].lower()) if len(parts) > 1 else None
         by_split.setdefault(split or "pool", []).append(file)
+    bad: list[SkippedFile] = []
     if "train" in by_split:
-        splits = {split: index_files(by_split.get(split, []), root) for split in ("train", "val", "test")}
-        labels = [label for images in splits.values() for label in images.labels]
-        classes = _class_names(config.class_names, labels)
+        splits = {split: index_files(by_split.get(split, []), root, bad) for split in ("train", "val", "test")}
+        classes = _class_names(config.class_names, [label for images in splits.values() for label in images.labels])
+        _check_labels(splits, config.source)
+        splits, duplicates, notes = drop_duplicates(splits, classes)
         info = {"method": "folders"}
-        notes = []
     else:
         check_fractions(config.val_split, config.test_split)
-        pool = index_files(files, root)
+        pool = index_files(files, root, bad)
         classes = _class_names(config.class_names, pool.labels)
-        splits, info, notes = split_records(pool, classes, val_fraction=config.val_split, test_fraction=config.test_split, seed=config.seed)
-    if any(label < 0 for images in splits.values() for label in images.labels):
-        raise DataError(f"{config.source}: negative class labels in the records")
+        _check_labels({"train": pool}, config.source)
+        given, duplicates, notes = drop_duplicates({"train": pool}, classes)
+        splits, info, more = split_records(given["train"], classes, val_fraction=config.val_split, test_fraction=config.test_split,
+                                           seed=config.seed)
+        notes += more
     record_fingerprints(info, splits, classes)
-    return ImageData(config.source, "tfrecord", classes, splits, info, notes=notes, root=str(root))
+    data = ImageData(config.source, "tfrecord", classes, splits, info, duplicates=duplicates, notes=notes, root=str(root))
+    data.bad_files = bad
+    return data
+
+
+def _check_labels(splits: dict[str, RecordImages], source: str) -> None:
+    if any(label < 0 for images in splits.values() for label in images.labels):
+        raise DataError(f"{source}: negative class labels in the records")
