@@ -95,7 +95,7 @@ def test_the_defaults_the_issue_named_show(help_of):
     assert "[default: the latest run's best.pt]" in _rows(help_of(["evaluate"]))["checkpoint"]
     compare = _rows(help_of(["compare"]))
     assert "[runs]" in compare["--config"] and "[sweep]" in compare["--config"]
-    assert "130 interrupted" in help_of([])
+    assert "143 SIGTERM" in help_of([]) and "143 SIGTERM" in help_of(["train"])
 
 
 def test_lr_help_matches_its_check(help_of, run_cli):

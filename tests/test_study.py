@@ -206,3 +206,12 @@ def test_a_bad_study_file_value_exits_2_naming_its_key(run_cli, tmp_path, line, 
     result = run_cli("compare", "--config", "study.toml", "--data", "nowhere", "--out", "study")
     assert result.code == 2, result.stderr
     assert result.stderr.strip() == f"Error: {message}" and not (tmp_path / "study").exists()
+
+
+def test_a_study_into_a_folder_tlcli_did_not_make_is_refused_and_left_whole(run_cli, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.csv").write_text("my results")
+    result = run_cli("compare", "--base", "--data digits --arch mlp --weights none --epochs 1", "--run", "a: --hidden 8", "--out", mine)
+    assert result.code == 1 and "is not a tlcli study folder and is not empty" in result.stderr, result.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["results.csv"] and (mine / "results.csv").read_text() == "my results"

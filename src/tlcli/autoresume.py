@@ -8,12 +8,12 @@ is and reported at once. The same line may run again and again until the run is 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tlcli.checkpoint import load_checkpoint
 from tlcli.config import FinetuneConfig, TrainConfig
+from tlcli.engine.distributed import is_main_process, on_main, process_group
 from tlcli.engine.loop import Observer, Progress
 from tlcli.errors import ConfigError, TlcliError
 from tlcli.recovery import resumable
@@ -27,30 +27,30 @@ _HOW = {("run", name) for name in ("epochs", "out", "overwrite", "device", "amp"
 
 
 def train_or_resume(config: TrainConfig, *, observer: Observer | None = None) -> RunResult:
-    observer = observer or Observer()
     folder = _folder(config.run.out, config.run.overwrite)
-    checkpoint_path = resumable(folder / "last.pt")[0]
-    if not checkpoint_path.is_file():
-        _announce("started", "the run folder held no checkpoint", observer)
-        return _logged(train(config, observer=observer), "started")
-    checkpoint = load_checkpoint(checkpoint_path)
-    _refuse_another_run(folder, config.to_dict(), checkpoint["config"])
-    return _continue(checkpoint_path, checkpoint, config.run.epochs, observer)
+    asked = config.to_dict()
+    with process_group(config.run.device):
+        status, path = on_main(lambda: _decide(folder, config.run.epochs, lambda recorded: _refuse_another_run(folder, asked, recorded)))
+        if status == "started":
+            return _started(lambda: train(config, observer=observer), observer)
+        return _go_on(status, Path(path), config.run.epochs, observer)
 
 
 def finetune_or_resume(config: FinetuneConfig, *, observer: Observer | None = None) -> RunResult:
-    observer = observer or Observer()
     overrides = dict(config.run_overrides)
     folder = _folder(overrides.get("out"), overrides.get("overwrite", False))
-    checkpoint_path = resumable(folder / "last.pt")[0]
-    if not checkpoint_path.is_file():
-        _announce("started", "the run folder held no checkpoint", observer)
-        return _logged(finetune(config, observer=observer), "started")
-    checkpoint = load_checkpoint(checkpoint_path)
     source = resolve_checkpoint(config.source)
-    if Path(checkpoint.get("parent") or "").resolve() != source.resolve():
-        raise TlcliError(f"{folder} holds a run fine-tuned from {checkpoint.get('parent')}, not from {source}; give --out another folder")
-    return _continue(checkpoint_path, checkpoint, config.epochs, observer)
+
+    def same_parent(recorded: dict[str, Any]) -> None:
+        if Path(recorded.get("parent") or "").resolve() != source.resolve():
+            raise TlcliError(f"{folder} holds a run fine-tuned from {recorded.get('parent')}, not from {source}; give --out another folder")
+
+    device = overrides.get("device") or load_checkpoint(source)["config"]["run"]["device"]
+    with process_group(device):
+        status, path = on_main(lambda: _decide(folder, config.epochs, same_parent, whole=True))
+        if status == "started":
+            return _started(lambda: finetune(config, observer=observer), observer)
+        return _go_on(status, Path(path), config.epochs, observer)
 
 
 def _folder(out: str | None, overwrite: bool) -> Path:
@@ -61,43 +61,56 @@ def _folder(out: str | None, overwrite: bool) -> Path:
     return Path(out)
 
 
-def _continue(path: Path, checkpoint: dict[str, Any], epochs: int, observer: Observer) -> RunResult:
-    holder = RunFolder(path.parent).in_use_by()
+def _decide(folder: Path, epochs: int, check: Callable[[dict[str, Any]], None], *, whole: bool = False) -> tuple[str, str | None]:
+    """Which of the four things to do, decided by rank 0 alone (under torchrun the others follow),
+    with what the run's log says of it: started, resumed, finished or already finished."""
+    path = resumable(folder / "last.pt")[0]
+    if not path.is_file():
+        return "started", None
+    checkpoint = load_checkpoint(path)
+    check(checkpoint if whole else checkpoint["config"])
+    holder = RunFolder(folder).in_use_by()
     if holder:  # overlapping cron runs: the earlier one goes on, this one leaves it alone
-        raise TlcliError(f"run folder {path.parent} is in use by {holder}: the run is still going; this command leaves it to finish")
+        raise TlcliError(f"run folder {folder} is in use by {holder}: the run is still going; this command leaves it to finish")
     progress = checkpoint["progress"]
     done = progress["stopped_early"] or progress["epoch"] >= epochs
-    if done and not (path.parent / LOCK).exists():  # a .lock left behind marks a run killed before it finished
-        return _already_finished(path, checkpoint, observer)
-    status, why = ("finished", "its checkpoint had completed its epochs") if done else (
-        "resumed", f"from epoch {checkpoint['history'][-1]['epoch']}, which last.pt holds")
-    _announce(status, why, observer, folder=path.parent)
-    result = resume(path, epochs=epochs, observer=observer)
-    result.status = status
-    return result
+    if done and not (folder / LOCK).exists():  # a .lock left behind marks a run killed before it finished
+        with RunFolder(folder).open(fresh=False) as run:  # nobody else writes while the line lands
+            run.log(f"--resume auto: already finished: {len(checkpoint['history'])} epochs, nothing to do")
+        return "already finished", str(path)
+    status = "finished" if done else "resumed"
+    RunFolder(folder).log(f"--resume auto: {status}: {_why(status, checkpoint)}")
+    return status, str(path)
 
 
-def _already_finished(path: Path, checkpoint: dict[str, Any], observer: Observer) -> RunResult:
-    config = checkpoint["config"]["run"]
-    result = RunResult(path.parent, checkpoint["phase"], config["monitor"], Progress(**checkpoint["progress"]), checkpoint["history"],
-                       checkpoint["model"]["parameters"], start=checkpoint.get("start"), head_fit=checkpoint.get("head_fit"))
-    result.status = "already finished"
-    with RunFolder(path.parent).open(fresh=False):  # nobody else is writing, so the log line lands whole
-        _announce(result.status, f"{len(checkpoint['history'])} epochs, nothing to do", observer, folder=path.parent)
-    return result
+def _why(status: str, checkpoint: dict[str, Any]) -> str:
+    if status == "finished":
+        return "its checkpoint had completed its epochs"
+    if status == "resumed":
+        return f"from epoch {checkpoint['history'][-1]['epoch']}, which last.pt holds"
+    return f"{len(checkpoint['history'])} epochs, nothing to do"
 
 
-def _announce(status: str, why: str, observer: Observer, *, folder: Path | None = None) -> None:
-    """Which of the four things the line does, on stderr and, where the run's log goes on, in log.txt."""
-    observer.info(f"--resume auto: {status}: {why}")
-    if folder is not None:
-        RunFolder(folder).log(f"--resume auto: {status}: {why}")
-
-
-def _logged(result: RunResult, status: str) -> RunResult:
+def _started(run: Callable[[], RunResult], observer: Observer | None) -> RunResult:
     """A started run's log.txt is written anew when it begins: the line goes in once it exists."""
+    (observer or Observer()).info("--resume auto: started: the run folder held no checkpoint")
+    result = run()
+    result.status = "started"
+    if is_main_process():
+        RunFolder(result.run_dir).log("--resume auto: started")
+    return result
+
+
+def _go_on(status: str, path: Path, epochs: int, observer: Observer | None) -> RunResult:
+    checkpoint = load_checkpoint(path)
+    (observer or Observer()).info(f"--resume auto: {status}: {_why(status, checkpoint)}")
+    if status == "already finished":
+        config = checkpoint["config"]["run"]
+        result = RunResult(path.parent, checkpoint["phase"], config["monitor"], Progress(**checkpoint["progress"]), checkpoint["history"],
+                           checkpoint["model"]["parameters"], start=checkpoint.get("start"), head_fit=checkpoint.get("head_fit"))
+    else:
+        result = resume(path, epochs=epochs, observer=observer)
     result.status = status
-    RunFolder(result.run_dir).log(f"--resume auto: {status}")
     return result
 
 

@@ -17,9 +17,10 @@ from typing import Any, Callable
 from tlcli.checkpoint import load_checkpoint
 from tlcli.config import TrainConfig, check_folds
 from tlcli.engine.loop import Observer
-from tlcli.errors import ConfigError
+from tlcli.errors import ConfigError, TlcliError
 from tlcli.metrics import fit_verdict
 from tlcli.report.study_plots import plot_study
+from tlcli.run_files import foreign_entries
 from tlcli.runs import RunFolder
 
 # Convergence: the first epoch whose validation accuracy reaches this share of the run's best.
@@ -141,10 +142,12 @@ def run_study(
     check_folds(folds)
     if folds:
         _check_enough_for_folds([config.data for _, config in configs], folds)
+    _check_study_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries: list[RunSummary] = []
     skipped: list[str] = []
     with RunFolder(out_dir).open(fresh=False) as study:
+        study.adopt(None)  # marked as tlcli's, so that running the study again finds it its own
         plan = [(name, config, fold) for name, config in configs for fold in (range(folds) if folds else [None])]
         study.write_json("study.json", {
             "runs": [
@@ -173,6 +176,16 @@ def run_study(
 
 def _folder_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-=" else "_" for c in name)
+
+
+def _check_study_folder(out_dir: Path) -> None:
+    """A study writes its tables and figures (study.json, results.csv, accuracy.png, ...) into
+    ``out_dir``: a folder of the user's that holds other files is refused, as run folders are;
+    one that holds a study (an older tlcli's, unmarked) is run again to finish it."""
+    foreign = foreign_entries(out_dir) if out_dir.is_dir() else []
+    if foreign and not (out_dir / "study.json").is_file():
+        raise TlcliError(f"{out_dir} is not a tlcli study folder and is not empty ({len(foreign)} entries, such as {foreign[0]!r}): "
+                         "a study writes only into a new or empty folder, or one holding a study; choose another --out")
 
 
 def _run_dir(out_dir: Path, name: str, fold: int | None) -> Path:

@@ -9,7 +9,7 @@ import typer
 
 from tlcli.cli import options, output
 
-EPILOG = "Exit codes: 0 every target met, 1 a target missed or a runtime failure, 2 usage error, 130 interrupted."
+EPILOG = "Exit codes: 0 every target met, 1 a target missed or a runtime failure, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."
 
 
 def _cell(value: float, unit: str) -> str:

@@ -20,7 +20,7 @@ from tlcli.errors import ConfigError, TlcliError
 
 # Train options that only the study sets: where each run goes.
 _PER_STUDY = ("out", "overwrite")
-EPILOG = "Exit codes: 0 success, 1 runtime failure, 2 usage error (also a bad option inside --run/--sweep/--base or --config), 130 interrupted (run it again with the same --out to finish)."
+EPILOG = "Exit codes: 0 success, 1 runtime failure, 2 usage error (also a bad option inside --run/--sweep/--base or --config), 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM) (run it again with the same --out to finish)."
 
 
 def parse_run(text: str) -> tuple[str, str]:

@@ -16,7 +16,7 @@ app = typer.Typer(help="Inspect data sets.", no_args_is_help=True)
 _DEFAULTS = DataConfig()
 
 
-@app.command("check", epilog=epilog("data check", "Exit codes: 0 trainable, 1 not trainable or unreadable, 2 usage error, 130 interrupted."))
+@app.command("check", epilog=epilog("data check", "Exit codes: 0 trainable, 1 not trainable or unreadable, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."))
 def check(
     path: Annotated[str, typer.Argument(help="A folder, a name under data/, a built-in set, TFRecord files, hf:DATASET or a CSV label file.")],
     val_split: options.ValSplit = _DEFAULTS.val_split,
@@ -78,7 +78,7 @@ def _render(report) -> None:
         output.warn(note)
 
 
-@app.command("export", epilog=epilog("data export", "Exit codes: 0 success, 1 runtime failure, 2 usage error, 130 interrupted."))
+@app.command("export", epilog=epilog("data export", "Exit codes: 0 success, 1 runtime failure, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."))
 def export(
     source: Annotated[str, typer.Argument(help="A folder, a name under data/, a built-in set, TFRecord files, hf:DATASET or a CSV label file.")],
     dest: Annotated[Path, typer.Argument(help="New folder to write <split>/<class>/<n>.png into.")],

@@ -10,7 +10,7 @@ import typer
 from tlcli.cli import options, output
 
 _GRAPH = "Graph"
-EPILOG = "Exit codes: 0 exported and parity holds, 1 a failure or a failed parity check, 2 usage error, 130 interrupted."
+EPILOG = "Exit codes: 0 exported and parity holds, 1 a failure or a failed parity check, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."
 
 
 def export(
