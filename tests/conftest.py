@@ -119,6 +119,18 @@ def make_class_folder(root: Path, classes: dict[str, int], *, size=(16, 16), see
     return root
 
 
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    """Twelve 8x8 images of two classes: an epoch of an mlp takes milliseconds."""
+    return make_class_folder(tmp_path / "tiny", {"a": 6, "b": 6}, size=(8, 8))
+
+
+def tiny_run_options(data: Path, out: Path, epochs: int) -> list[str]:
+    """train options for ``tiny``: an mlp, deterministic, one loader process, 4 images for val."""
+    return ["--data", str(data), "--arch", "mlp", "--input-size", "8", "--val-split", "0.34", "--test-split", "0", "--workers", "0",
+            "--deterministic", "--epochs", str(epochs), "--out", str(out)]
+
+
 def place_torchvision_weights(arch: str) -> dict[str, torch.Tensor]:
     """Write a state dict where torch.hub looks for ``arch``'s ImageNet weights ($TORCH_HOME)."""
     from torchvision import models

@@ -18,7 +18,8 @@ from tlcli.data.transforms import Preprocess, build_augment, build_transform
 from tlcli.engine.device import resolve_precision
 from tlcli.features import NotCacheable, extract, feature_head
 from tlcli.models.inputs import UInt8Input
-from tlcli.training import resume, train
+from tlcli.resuming import resume
+from tlcli.training import train
 
 from conftest import write_image
 

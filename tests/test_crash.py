@@ -19,9 +19,10 @@ from tlcli.checkpoint import load_checkpoint
 from tlcli.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tlcli.run_files import MARKER
 from tlcli.runs import EPOCH_LINE
-from tlcli.training import resume, train
+from tlcli.resuming import resume
+from tlcli.training import train
 
-from conftest import make_class_folder
+from conftest import tiny_run_options
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -30,15 +31,8 @@ KILL_HOOK = Path(__file__).parent / "kill_hook"
 RUN_FILES = ("best.pt", "last.pt", "history.csv", "curves.png", "log.txt", "config.json", MARKER)
 
 
-@pytest.fixture
-def tiny(tmp_path) -> Path:
-    """Twelve 8x8 images of two classes: two epochs of an mlp take a fraction of a second."""
-    return make_class_folder(tmp_path / "tiny", {"a": 6, "b": 6}, size=(8, 8))
-
-
 def _options(data: Path, out: Path, epochs: int = 2) -> list[str]:
-    return ["--data", str(data), "--arch", "mlp", "--input-size", "8", "--val-split", "0.34", "--test-split", "0", "--workers", "0",
-            "--deterministic", "--epochs", str(epochs), "--out", str(out)]
+    return tiny_run_options(data, out, epochs)
 
 
 def _config(data: Path, out: Path, *, epochs: int, overwrite: bool = False) -> TrainConfig:

@@ -18,6 +18,7 @@ import torch
 
 import tlcli
 from tlcli.checkpoint import load_checkpoint
+from tlcli.run_files import MARKER
 from tlcli.cli import main
 
 from conftest import make_class_folder
@@ -110,7 +111,8 @@ def test_the_killed_run_resumes_in_two_processes_and_finishes_in_one_folder(runs
     assert "2 processes (world size 2), batch 16 per process, global batch 32" in resumed.stderr
     assert sorted(os.listdir(runs["two"].parent)) == ["two"]  # one run folder (`latest` lives in the checkpoints folder)
     files = sorted(os.listdir(runs["two"]))
-    assert files.count("best.pt") == 1 and ".lock" not in files and not any(name.startswith(".") for name in files)
+    # No lock, no temporary: of hidden files only the run folder's marker.
+    assert files.count("best.pt") == 1 and [name for name in files if name.startswith(".")] == [MARKER]
     checkpoint = load_checkpoint(runs["two"] / "best.pt")
     assert checkpoint["world_size"] == 2
     assert not any(key.startswith("module.") for key in checkpoint["state_dict"])  # plain weights, not DDP's

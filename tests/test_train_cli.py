@@ -16,19 +16,12 @@ import torch
 import tlcli
 from tlcli.runs import RunFolder
 
-from conftest import make_class_folder
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
 KILL_HOOK = Path(__file__).parent / "kill_hook"
 # A plain epoch line: the time, as log.txt writes it, then the epoch.
 STAMPED_EPOCH = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d phase (\d+) epoch (\d+): ")
-
-
-@pytest.fixture
-def tiny(tmp_path) -> Path:
-    """Twelve 8x8 images of two classes: an epoch of an mlp takes milliseconds."""
-    return make_class_folder(tmp_path / "tiny", {"a": 6, "b": 6}, size=(8, 8))
 
 
 def _tiny_options(data: Path, out, epochs: int = 1) -> list[str]:

@@ -18,7 +18,8 @@ from tlcli.engine.optim import balanced_class_weights
 from tlcli.errors import TlcliError
 from tlcli.evaluation import evaluate_checkpoint
 from tlcli.runs import RunFolder
-from tlcli.training import finetune, resume, train
+from tlcli.resuming import resume
+from tlcli.training import finetune, train
 
 from conftest import make_class_folder, write_image
 

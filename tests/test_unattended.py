@@ -20,27 +20,24 @@ import tlcli
 from tlcli.run_files import MARKER
 from tlcli.runs import RunFolder
 
-from conftest import make_class_folder
+from conftest import tiny_run_options
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
 
-@pytest.fixture
-def tiny(tmp_path) -> Path:
-    """Twelve 8x8 images of two classes: an epoch of an mlp takes milliseconds."""
-    return make_class_folder(tmp_path / "tiny", {"a": 6, "b": 6}, size=(8, 8))
-
-
 def _options(data: Path, out: Path, epochs: int = 1) -> list[str]:
-    return ["--data", str(data), "--arch", "mlp", "--input-size", "8", "--val-split", "0.34", "--test-split", "0", "--workers", "0",
-            "--deterministic", "--epochs", str(epochs), "--out", str(out)]
+    return tiny_run_options(data, out, epochs)
 
 
-def _start(*args: str) -> subprocess.Popen:
-    """``tlcli ARGS`` in a fresh process, as cron or a scheduler starts it."""
-    path = os.pathsep.join([str(Path(tlcli.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
-    return subprocess.Popen([sys.executable, "-m", "tlcli", *args], env={**os.environ, "PYTHONPATH": path},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+KILL_HOOK = Path(__file__).parent / "kill_hook"
+
+
+def _start(*args: str, preexec_fn=None, **env: str) -> subprocess.Popen:
+    """``tlcli ARGS`` in a fresh process, as cron or a scheduler starts it; with TLCLI_KILL_*
+    in ``env``, tests/kill_hook sends a signal at a chosen file operation."""
+    path = os.pathsep.join([str(KILL_HOOK), str(Path(tlcli.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
+    return subprocess.Popen([sys.executable, "-m", "tlcli", *args], env={**os.environ, "PYTHONPATH": path, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
 
 
 def _wait_for_epoch_line(run: Path, epoch: int, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -84,6 +81,15 @@ def test_a_folder_tlcli_did_not_make_is_refused_and_left_whole(run_cli, tiny, tm
     through_config = run_cli("train", *_options(tiny, tmp_path / "unused")[:-2], "--config", tmp_path / "run.toml", *overwrite)
     assert through_config.code == 1 and "not a tlcli run folder" in through_config.stderr
     assert {name: (mine / name).read_bytes() for name in files} == files
+
+
+def test_a_study_folder_does_not_take_a_run(run_cli, tiny, tmp_path):
+    study = tmp_path / "study"
+    assert run_cli("compare", "--base", f"{' '.join(_options(tiny, study)[:-2])}", "--run", "a: --hidden 8", "--out", study).code == 0
+    table = (study / "comparison.csv").read_bytes()
+    result = run_cli("train", *_options(tiny, study), "--overwrite")
+    assert result.code == 1 and "is a tlcli study folder and is not empty" in result.stderr, result.stderr
+    assert (study / "comparison.csv").read_bytes() == table
 
 
 def test_an_empty_folder_of_the_users_takes_a_run(run_cli, tiny, tmp_path):
@@ -137,6 +143,39 @@ def test_a_termination_signal_says_what_last_pt_holds_logs_it_and_releases_the_l
     assert not (run / ".lock").exists()
     epoch = int(last_line.split("after epoch ")[1].split(";")[0])
     assert [int(row[0]) for row in _history(run)][-1] == epoch
+
+
+def test_a_signal_the_parent_ignores_stays_ignored(tiny, tmp_path):
+    """Under nohup SIGHUP is ignored, and must stay so: the run goes on when the terminal closes."""
+    run = tmp_path / "run"
+    process = _start("train", *_options(tiny, run, epochs=100_000), preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    _wait_for_epoch_line(run, 1, process)
+    process.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert process.poll() is None
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+
+
+def test_sigterm_during_the_last_epochs_save_is_finished_by_resume_auto(tiny, tmp_path, run_cli):
+    """The signal waits for the save: last.pt, history.csv, log.txt and the message agree on the
+    epoch, and the next --resume auto finishes the run (curves, latest) instead of calling it done."""
+    calls = tmp_path / "calls.txt"
+    whole = _start("train", *_options(tiny, tmp_path / "whole", epochs=2), TLCLI_KILL_DIR=str(tmp_path / "whole"), TLCLI_KILL_LOG=str(calls))
+    assert whole.wait(timeout=120) == 0, whole.communicate()
+    last_save = max(i for i, call in enumerate(calls.read_text().splitlines(), 1) if call.startswith("replace .last.pt."))
+    run = tmp_path / "run"
+    process = _start("train", *_options(tiny, run, epochs=2), "--resume", "auto", TLCLI_KILL_DIR=str(run), TLCLI_KILL_AT=str(last_save),
+                     TLCLI_KILL_SIGNAL="SIGTERM", TLCLI_KILL_LOG=str(tmp_path / "killed-calls.txt"))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert f"Error: stopped by SIGTERM after epoch 2; resume with: tlcli train --resume {run / 'last.pt'}" in stderr
+    assert [int(row[0]) for row in _history(run)] == [1, 2]
+    again = run_cli("train", *_options(tiny, run, epochs=2), "--resume", "auto")
+    assert again.code == 0 and "--resume auto: finished" in again.stderr, again.stderr
+    assert os.path.realpath(Path(os.environ["TLCLI_CHECKPOINTS_DIR"]) / "latest") == str(run.resolve())
+    done = run_cli("train", *_options(tiny, run, epochs=2), "--resume", "auto")
+    assert done.code == 0 and "--resume auto: already finished" in done.stderr
 
 
 def test_sigusr1_stops_after_the_current_epochs_checkpoint(tiny, tmp_path):

@@ -153,6 +153,21 @@ def test_a_second_load_reads_digests_from_the_cache(tmp_path):
     assert [Path(d.path).name for d in again.duplicates] == ["1.png"]  # unchanged files are not hashed again
 
 
+def test_the_digest_store_keeps_every_split_of_a_pre_split_folder(tmp_path):
+    """Each split's digests are asked for in turn: the store keeps them all, so none is hashed again."""
+    from tlcli.cache import default_cache_dir
+    from tlcli.config import DataConfig
+    from tlcli.data.sources import load_data
+
+    root = tmp_path / "d"
+    make_class_folder(root / "train", {"a": 4, "b": 4})
+    make_class_folder(root / "test", {"a": 2, "b": 2}, seed=100)
+    load_data(DataConfig(str(root)))
+    [store] = (default_cache_dir() / "digests").glob("*.json")
+    folders = {Path(key.split("\t")[0]).parent.parent.name for key in json.loads(store.read_text())}
+    assert len(json.loads(store.read_text())) == 12 and folders == {"train", "test"}
+
+
 # --- Hugging Face data: the same rules as a folder -------------------------------------------
 
 

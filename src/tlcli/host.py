@@ -19,6 +19,7 @@ import ctypes
 import ctypes.util
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -91,9 +92,16 @@ def launch(nproc: int, arguments: list[str]) -> int:
     if launched():
         raise ConfigError("--nproc starts torchrun, and this process already runs under it: leave --nproc out")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "tlcli", *arguments]
-    process = subprocess.Popen(command)
+    # torchrun in a session of its own, ignoring SIGUSR1 (its default would end it): the signals
+    # this process gets reach it from here alone, and SIGUSR1 reaches the workers, whose own
+    # handlers stop them together after the epoch's checkpoint.
+    process = subprocess.Popen(command, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN))
+    relay = signal.signal(signal.SIGUSR1, lambda *_: os.killpg(process.pid, signal.SIGUSR1))
     try:
         return process.wait()
-    except KeyboardInterrupt:  # torchrun got the same Ctrl-C and stops its processes
+    except KeyboardInterrupt as interrupt:  # SIGINT, SIGTERM or SIGHUP: torchrun stops its processes on it
+        process.send_signal(getattr(interrupt, "signum", signal.SIGINT))
         process.wait()
         raise
+    finally:
+        signal.signal(signal.SIGUSR1, relay)

@@ -12,6 +12,7 @@ from typing import Any
 
 from tlcli.checkpoint import load_checkpoint
 from tlcli.files import link_or_copy
+from tlcli.run_files import run_finished
 from tlcli.runs import RunFolder
 
 
@@ -28,7 +29,8 @@ def recover(path: Path, checkpoint: dict[str, Any], notes: list[str]) -> tuple[d
     """A kill can leave a run folder with temporary files (``RunFolder.open`` removes them), best.pt
     ahead of last.pt, and history.csv and log.txt behind the checkpoint. The checkpoints are the
     truth: the rest is rewritten from them. Returns the checkpoint to resume from, ``notes`` and
-    what was repaired (all logged), and whether the folder's previous run was killed."""
+    what was repaired (all logged), and whether the folder's previous run finished."""
+    finished = run_finished(path.parent)
     with RunFolder(path.parent).open(fresh=False) as folder:
         checkpoint, repaired = _reconcile_best_and_last(folder, checkpoint) if path.name == "last.pt" else (checkpoint, [])
         notes = [*notes, *repaired]
@@ -39,7 +41,7 @@ def recover(path: Path, checkpoint: dict[str, Any], notes: list[str]) -> tuple[d
             notes.append(f"log.txt lacked epoch {', '.join(map(str, logged))}; it and history.csv are rewritten from the checkpoint")
         for note in notes:
             folder.log(note)
-        return checkpoint, notes, folder.killed_before
+        return checkpoint, notes, finished
 
 
 def _reconcile_best_and_last(folder: RunFolder, last: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

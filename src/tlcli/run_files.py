@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tlcli import __version__
+from tlcli.errors import TlcliError
 from tlcli.files import read_regular_file, write_file_atomically
 
 MARKER = ".tlcli-run"
@@ -28,31 +29,59 @@ EVALUATION_FILES = ("confusion_matrix.png", "confusion_matrix_normalized.png", "
 TENSORBOARD = "tensorboard"
 
 
-def run_id(folder: Path) -> str | None:
-    """The id in ``folder``'s marker; None where there is none (not tlcli's, or an older tlcli's)."""
+def _marker(folder: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(read_regular_file(folder / MARKER, limit=4096, what="run marker"))["run_id"]
+        document = json.loads(read_regular_file(folder / MARKER, limit=4096, what="run marker"))
     except Exception:  # missing, unreadable or not ours: the folder is not vouched for
         return None
+    return document if isinstance(document, dict) else None
+
+
+def run_id(folder: Path) -> str | None:
+    """The id in ``folder``'s marker; None where there is none (not tlcli's, or an older tlcli's)."""
+    return (_marker(folder) or {}).get("run_id")
+
+
+def is_finished(folder: Path) -> bool | None:
+    """Whether the marked run in ``folder`` went through its finish (None: no marker to say)."""
+    marker = _marker(folder)
+    return None if marker is None else bool(marker.get("finished"))
+
+
+def run_finished(folder: Path) -> bool:
+    """Whether the folder's run ended through its finish: the marker says so (an older tlcli's
+    folder has none to say otherwise), and no ``.lock`` was left behind by a kill after it."""
+    return is_finished(folder) is not False and not (folder / LOCK).exists()
 
 
 def is_marked(folder: Path) -> bool:
     return (folder / MARKER).is_file()
 
 
-def mark(folder: Path, identifier: str | None = None) -> str:
-    """Write the marker (a new id unless one is given); returns the id."""
+def mark(folder: Path, identifier: str | None = None, *, finished: bool = False, kind: str = "run") -> str:
+    """Write the marker (a new id unless one is given); returns the id. ``finished`` is set once
+    the run has finished (its last epoch saved, curves drawn, ``latest`` pointed at it), so that
+    a run stopped after its last checkpoint but before that is finished by its next resume.
+    ``kind`` tells a run folder from a study's, so that neither takes the other's place."""
     identifier = identifier or uuid.uuid4().hex
-    document = {"run_id": identifier, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tlcli": __version__}
+    document = {"run_id": identifier, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tlcli": __version__,
+                "finished": finished, "kind": kind}
     write_file_atomically((json.dumps(document) + "\n").encode(), folder / MARKER)
     return identifier
 
 
-def foreign_entries(folder: Path) -> list[str]:
-    """What keeps ``folder`` from taking a new run: its entries, unless tlcli marked it (or it is empty)."""
-    if is_marked(folder):
-        return []
-    return sorted(name for name in os.listdir(folder) if name != LOCK)
+def refuse_foreign(folder: Path, *, kind: str = "run", allow: str | None = None) -> None:
+    """A new ``kind`` (run or study) goes only into a folder tlcli marked as one, an empty one, or
+    one holding ``allow`` (an older tlcli's study, unmarked): never among the user's files."""
+    marker = _marker(folder) or {}
+    if marker.get("kind", "run") == kind and is_marked(folder):
+        return
+    entries = sorted(name for name in os.listdir(folder) if name != LOCK)
+    if not entries or (allow and not is_marked(folder) and (folder / allow).is_file()):
+        return
+    what = f"a tlcli {marker['kind']} folder" if marker.get("kind") else f"not a tlcli {kind} folder"
+    raise TlcliError(f"{folder} is {what} and is not empty ({len(entries)} entries, such as {entries[0]!r}): tlcli writes a new {kind} "
+                     f"only into a new or empty folder, and never deletes what it did not write; choose another --out")
 
 
 def remove_run_files(folder: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from tlcli.errors import CheckpointError, TlcliError
 from tlcli.files import write_error, write_file_atomically
 from tlcli.plots import plot_curves, pyplot
-from tlcli.run_files import LOCK, RUN_FILES, foreign_entries, is_marked, mark, remove_run_files, run_id
+from tlcli.run_files import LOCK, MARKER, RUN_FILES, mark, refuse_foreign, remove_run_files, run_id
 from tlcli.stopping import deferred
 
 LATEST = "latest"
@@ -50,7 +50,6 @@ class RunFolder:
         self.path = Path(path)
         self._lock_handle = None
         self._scalars = None
-        self.killed_before = False  # the folder's previous run ended without closing it
         self._created = False  # open made the folder: close removes it if nothing was written
 
     last = property(lambda self: self.path / "last.pt")
@@ -66,16 +65,11 @@ class RunFolder:
         try:
             self._created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
-            foreign = foreign_entries(self.path) if fresh else []
-            if foreign:
-                raise TlcliError(
-                    f"{self.path} is not a tlcli run folder and is not empty ({len(foreign)} entries, such as {foreign[0]!r}): "
-                    "tlcli writes a new run only into a new or empty folder, and never deletes what it did not write; choose another --out")
+            if fresh:
+                refuse_foreign(self.path)
             handle = self._lock()
         except OSError as exc:
             raise TlcliError(f"cannot write to the run folder {self.path}: {exc.strerror or exc}") from None
-        handle.seek(0)
-        self.killed_before = bool(handle.read().strip())
         handle.seek(0)
         handle.truncate()
         handle.write(f"tlcli pid {os.getpid()}")
@@ -85,7 +79,7 @@ class RunFolder:
             self.close()
             raise TlcliError(f"{self.path} already holds a run: resume it with tlcli train --resume {self.path} (or the same command "
                              "with --resume auto), choose another run folder, or start it again with --overwrite")
-        for name in RUN_FILES:
+        for name in (*RUN_FILES, MARKER):
             for temporary in self.path.glob(f".{name}.*"):
                 temporary.unlink(missing_ok=True)
         return self
@@ -127,18 +121,21 @@ class RunFolder:
                     return handle
             handle.close()
 
-    def clear_previous_run(self) -> str:
+    def clear_previous_run(self) -> None:
         """An overwritten (or never checkpointed) run's files go before the new run writes, so an
         interrupted new run never mixes with the old one; a new run that fails while preparing
         leaves the old one whole. Only tlcli's own files go (``run_files``). The new run gets a new
-        id, which its checkpoints record; returns it."""
+        id, which its checkpoints record."""
         remove_run_files(self.path)
-        return mark(self.path)
+        mark(self.path)
 
-    def adopt(self, identifier: str | None) -> None:
-        """A resumed run's folder without a marker (an older tlcli's) becomes a marked one, with the id its checkpoints record."""
-        if not is_marked(self.path):
-            mark(self.path, identifier)
+    def adopt(self, identifier: str | None, *, kind: str = "run") -> None:
+        """The run goes on here, unfinished until ``finish``: the marker keeps its id, or takes
+        ``identifier`` (the id its checkpoints record) in a folder an older tlcli made."""
+        mark(self.path, run_id(self.path) or identifier, kind=kind)
+
+    def finish(self) -> None:
+        mark(self.path, run_id(self.path), finished=True)
 
     def close(self) -> None:
         """Unlock, and remove ``.lock``: a ``.lock`` left behind marks a run that was killed.

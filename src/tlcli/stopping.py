@@ -40,6 +40,11 @@ def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
+def stopped_by(signum: int) -> str:
+    """How a message says what ended the command: Ctrl-C interrupts, the others stop."""
+    return "interrupted" if signum == signal.SIGINT else f"stopped by {signal_name(signum)}"
+
+
 def exit_code(interrupt: BaseException) -> int:
     """128 + the signal's number, as a shell reports a process the signal ended (130 for Ctrl-C)."""
     return 128 + getattr(interrupt, "signum", signal.SIGINT)
@@ -58,7 +63,7 @@ def _terminate(signum, frame) -> None:
         if not _State.deferring:  # look again shortly: an import cannot say when it is done
             signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
         return
-    _State.raised = signum
+    _State.raised, _State.pending = signum, None
     raise Terminated(signum)
 
 
@@ -78,6 +83,12 @@ def _importing(frame) -> bool:
     return False
 
 
+def not_ignored(signals) -> list[int]:
+    """Those of ``signals`` the process was not told to ignore: under ``nohup`` (SIGHUP) or as a
+    shell's background job (SIGINT) they are inherited as ignored, and must stay so."""
+    return [signum for signum in signals if signal.getsignal(signum) is not signal.SIG_IGN]
+
+
 def raised_signal() -> int | None:
     """The termination signal raised in this ``handling_signals`` block, if any."""
     return _State.raised
@@ -86,7 +97,11 @@ def raised_signal() -> int | None:
 @contextlib.contextmanager
 def deferred():
     """A termination signal that arrives inside waits for the block's end: a file being written
-    (torch.save turns an exception raised inside it into a RuntimeError) is finished first."""
+    (torch.save turns an exception raised inside it into a RuntimeError) is finished first.
+    Signals reach the main thread alone: other threads' blocks change nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _State.deferring += 1
     try:
         yield
@@ -108,7 +123,7 @@ def handling_signals():
     if threading.current_thread() is not threading.main_thread() or _State.handling:
         yield
         return
-    previous = {signum: signal.signal(signum, _terminate) for signum in TERMINATING}
+    previous = {signum: signal.signal(signum, _terminate) for signum in not_ignored(TERMINATING)}
     previous[STOP_AFTER_EPOCH] = signal.signal(STOP_AFTER_EPOCH, lambda *_: _stop_asked.set())
     previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, _retry)
     _State.handling, _State.raised, _State.pending = True, None, None

@@ -17,10 +17,10 @@ from typing import Any, Callable
 from tlcli.checkpoint import load_checkpoint
 from tlcli.config import TrainConfig, check_folds
 from tlcli.engine.loop import Observer
-from tlcli.errors import ConfigError, TlcliError
+from tlcli.errors import ConfigError
 from tlcli.metrics import fit_verdict
 from tlcli.report.study_plots import plot_study
-from tlcli.run_files import foreign_entries
+from tlcli.run_files import refuse_foreign
 from tlcli.runs import RunFolder
 
 # Convergence: the first epoch whose validation accuracy reaches this share of the run's best.
@@ -135,19 +135,21 @@ def run_study(
     title: str = "",
 ) -> StudyResult:
     """Train every configuration (every fold of it with ``folds``) into ``out_dir/runs``."""
-    from tlcli.training import resume, train
+    from tlcli.resuming import resume
+    from tlcli.training import train
 
     names = [name for name, _ in configs]
     _check_run_folders(names)
     check_folds(folds)
     if folds:
         _check_enough_for_folds([config.data for _, config in configs], folds)
-    _check_study_folder(out_dir)
+    if out_dir.is_dir():  # results.csv, accuracy.png, ... go into it: never among the user's files
+        refuse_foreign(out_dir, kind="study", allow="study.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries: list[RunSummary] = []
     skipped: list[str] = []
     with RunFolder(out_dir).open(fresh=False) as study:
-        study.adopt(None)  # marked as tlcli's, so that running the study again finds it its own
+        study.adopt(None, kind="study")  # marked as tlcli's, so that running the study again finds it its own
         plan = [(name, config, fold) for name, config in configs for fold in (range(folds) if folds else [None])]
         study.write_json("study.json", {
             "runs": [
@@ -176,16 +178,6 @@ def run_study(
 
 def _folder_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-=" else "_" for c in name)
-
-
-def _check_study_folder(out_dir: Path) -> None:
-    """A study writes its tables and figures (study.json, results.csv, accuracy.png, ...) into
-    ``out_dir``: a folder of the user's that holds other files is refused, as run folders are;
-    one that holds a study (an older tlcli's, unmarked) is run again to finish it."""
-    foreign = foreign_entries(out_dir) if out_dir.is_dir() else []
-    if foreign and not (out_dir / "study.json").is_file():
-        raise TlcliError(f"{out_dir} is not a tlcli study folder and is not empty ({len(foreign)} entries, such as {foreign[0]!r}): "
-                         "a study writes only into a new or empty folder, or one holding a study; choose another --out")
 
 
 def _run_dir(out_dir: Path, name: str, fold: int | None) -> Path:

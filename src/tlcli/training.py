@@ -1,7 +1,7 @@
 """``train``, ``finetune`` and ``resume``: where a run starts, then prepare, fit, finish.
 
 The three differ only in where the weights, the freeze policy, the optimiser state and the
-history start from (a ``Start``); ``_run`` is the same short sequence for all of them.
+history start from (a ``Start``); ``run_plan`` is the same short sequence for all of them.
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ from pathlib import Path
 from signal import SIGINT
 from typing import Any
 
+import torch
+
 from tlcli.checkpoint import atomic_save, load_checkpoint, training_checkpoint
 from tlcli.config import FinetuneConfig, TrainConfig
-from tlcli.engine.distributed import is_main_process, on_main, process_group, world_size
+from tlcli.engine.distributed import is_main_process, on_main, process_group, reduce_sums, world_size
 from tlcli.engine.loop import Observer, Progress, Trainer, evaluate, fit
 from tlcli.errors import Interrupted, TlcliError
 from tlcli.models.freeze import count_parameters
 from tlcli.prepare import Prepared, Start, check_before_data, prepare
-from tlcli.recovery import recover, resumable
 from tlcli.run_files import checkpoint_run, foreign_checkpoint
 from tlcli.runs import RunFolder, checkpoints_root, default_run_name, resolve_checkpoint
-from tlcli.stopping import STOP_AFTER_EPOCH, Terminated, signal_name, stop_asked
+from tlcli.stopping import STOP_AFTER_EPOCH, Terminated, deferred, signal_name, stop_asked, stopped_by
 
 
 @dataclass
@@ -69,7 +70,7 @@ class RunResult:
 
 
 @dataclass
-class _Run:
+class RunPlan:
     """A run's place and lineage (its folder, whether it starts one, the epochs before it), and
     what an interrupt must know of it."""
 
@@ -89,55 +90,7 @@ def train(config: TrainConfig, *, observer: Observer | None = None) -> RunResult
         # Rank 0's name for the folder: the others may read the clock a second later.
         run_dir = on_main(lambda: Path(config.run.out) if config.run.out else
                           checkpoints_root() / default_run_name(config.data.source, config.model.arch))
-        return _run(_Run(config, run_dir, fresh=True), observer or Observer())
-
-
-def resume(path: Path, *, epochs: int | None = None, observer: Observer | None = None) -> RunResult:
-    """Continue a run from its checkpoint, after making its folder whole again (``recovery.recover``); a
-    killed run whose checkpoint had already completed its epochs is finished without training.
-    Under torchrun, with as many processes as the run had: each goes on with its own shard."""
-    path, fallback = resumable(Path(path) / "last.pt" if Path(path).is_dir() else Path(path))
-    checkpoint = load_checkpoint(path)
-    with process_group(checkpoint["config"]["run"]["device"]):
-        return _resume(path, fallback, checkpoint, epochs, observer or Observer())
-
-
-def _resume(path: Path, fallback: Path | None, checkpoint: dict[str, Any], epochs: int | None, observer: Observer) -> RunResult:
-    foreign = foreign_checkpoint(path, checkpoint)
-    if foreign:
-        raise TlcliError(f"{foreign}: a run is resumed only in its own folder; resume it there, or start phase 2 from it with "
-                         f"tlcli finetune --from {path}")
-    last = path.parent / "last.pt"
-    if path.name != "last.pt" and last.exists() and load_checkpoint(last)["progress"]["epoch"] > checkpoint["progress"]["epoch"]:
-        raise TlcliError(f"{path} is behind {last}; resume from {last}, or resuming would discard the epochs after it")
-    notes = [f"{fallback} is missing (a kill during a run's first save leaves only best.pt): resuming from {path}, "
-             f"epoch {checkpoint['history'][-1]['epoch']}"] if fallback else []
-    trained_by, processes = checkpoint.get("world_size", 1), world_size()
-    if trained_by != processes:
-        raise TlcliError(
-            f"{path} was trained by {trained_by} process{'es' if trained_by > 1 else ''} and this run has {processes}: resume it with "
-            f"{trained_by} (tlcli train --resume {path} --nproc {trained_by}, or torchrun --nproc_per_node {trained_by}), so that the "
-            "global batch and each process's share of the data stay as they were")
-
-    def repair() -> tuple[list[str], bool, bool]:
-        nonlocal checkpoint
-        recovered, repaired, killed = recover(path, checkpoint, notes)
-        replaced, checkpoint = recovered is not checkpoint, recovered
-        return repaired, killed, replaced
-
-    # Rank 0 repairs the folder; the others read the checkpoint again only where it replaced it.
-    notes, killed, replaced = on_main(repair)
-    if replaced and not is_main_process():
-        checkpoint = load_checkpoint(path)
-    config = TrainConfig.from_dict(checkpoint["config"])
-    if epochs is not None:
-        config = replace(config, run=replace(config.run, epochs=epochs))
-    if checkpoint["progress"]["epoch"] >= config.run.epochs and not checkpoint["progress"]["stopped_early"] and not killed:
-        raise TlcliError(f"{path} already completed {config.run.epochs} epochs; raise the number of epochs to train further")
-    start = Start(phase=checkpoint["phase"], checkpoint=checkpoint, resume=True)
-    run = _Run(config, path.parent, fresh=False, start=start, parent=checkpoint.get("parent"), history=list(checkpoint["history"]),
-               notes=notes)
-    return _run(run, observer)
+        return run_plan(RunPlan(config, run_dir, fresh=True), observer or Observer())
 
 
 def finetune(config: FinetuneConfig, *, observer: Observer | None = None) -> RunResult:
@@ -157,7 +110,7 @@ def finetune(config: FinetuneConfig, *, observer: Observer | None = None) -> Run
     with process_group(run.device):
         run_dir = on_main(lambda: Path(run.out) if run.out else
                           source.parent.parent / default_run_name(phase1.data.source, phase1.model.arch, "-ft"))
-        return _run(_Run(train_config, run_dir, fresh=True, start=start, parent=str(source), history=list(checkpoint["history"])),
+        return run_plan(RunPlan(train_config, run_dir, fresh=True, start=start, parent=str(source), history=list(checkpoint["history"])),
                     observer)
 
 
@@ -177,7 +130,7 @@ def _source_warnings(source: Path, checkpoint: dict[str, Any]) -> list[str]:
     return warnings
 
 
-def _run(run: _Run, observer: Observer) -> RunResult:
+def run_plan(run: RunPlan, observer: Observer) -> RunResult:
     """Check, take the run folder, then prepare, fit, finish: a bad value, a locked folder or a
     finished one is refused before any image is read."""
     check_before_data(run.config, run.start)
@@ -201,7 +154,7 @@ def _run(run: _Run, observer: Observer) -> RunResult:
             observer.close()
 
 
-def _prepare_and_fit(run: _Run, folder: RunFolder, history: list[dict], observer: Observer) -> RunResult:
+def _prepare_and_fit(run: RunPlan, folder: RunFolder, history: list[dict], observer: Observer) -> RunResult:
     prepared = prepare(run.config, start=run.start, observer=observer, checked=True)
     progress = prepared.progress
     # Epoch numbers run on across phases; a resumed phase continues its own numbering.
@@ -217,12 +170,14 @@ def _prepare_and_fit(run: _Run, folder: RunFolder, history: list[dict], observer
         return training_checkpoint(prepared, progress=progress, history=history, lineage=lineage)
 
     def save(progress: Progress, history: list[dict], is_best: bool) -> None:  # the same objects fit updates
-        if is_main_process():
-            atomic_save(checkpoint(), folder.last, *([folder.best] if is_best else []))
-            folder.write_epoch(history, is_best=is_best)
-        run.saved = history[-1]["epoch"]
+        with deferred():  # a signal waits until last.pt, history.csv, log.txt and run.saved agree
+            if is_main_process():
+                atomic_save(checkpoint(), folder.last, *([folder.best] if is_best else []))
+                folder.write_epoch(history, is_best=is_best)
+            run.saved = history[-1]["epoch"]
         more = progress.epoch < prepared.config.run.epochs and not progress.stopped_early
-        if more and stop_asked():
+        # Under torchrun the processes stop together: any one asked (SIGUSR1) stops them all.
+        if more and reduce_sums(torch.tensor([float(stop_asked())])).item():
             raise Terminated(STOP_AFTER_EPOCH)
 
     if run.start.phase > 1 and not run.start.resume and prepared.trainer.val_loader is not None:
@@ -241,24 +196,25 @@ def _prepare_and_fit(run: _Run, folder: RunFolder, history: list[dict], observer
     return result
 
 
-def _interrupted(run: _Run, folder: RunFolder, interrupt: KeyboardInterrupt) -> Interrupted:
+def _interrupted(run: RunPlan, folder: RunFolder, interrupt: KeyboardInterrupt) -> Interrupted:
     """Ctrl-C, a termination signal or a stop asked for after an epoch: what last.pt holds and
     how to go on from it, for the user and for log.txt."""
     signum = getattr(interrupt, "signum", SIGINT)
-    how = "interrupted" if signum == SIGINT else f"stopped by {signal_name(signum)}"
+    how = stopped_by(signum)
     if signum == STOP_AFTER_EPOCH:
-        how = f"stopped after epoch {run.saved}'s checkpoint, as {signal_name(signum)} asked"
-    if run.saved is None:
-        message = f"{how} before the first epoch ended: there is nothing to resume; run the command again"
+        message = f"stopped after epoch {run.saved}'s checkpoint, as {signal_name(signum)} asked; resume with: tlcli train --resume {folder.last}"
+    elif run.saved is not None:
+        message = f"{how} after epoch {run.saved}; resume with: tlcli train --resume {folder.last}"
+    elif folder.holds_checkpoint():  # phase 2 saves its starting model as best.pt before its first epoch
+        message = f"{how} before the first epoch ended; resume with: tlcli train --resume {folder.path}"
     else:
-        message = (f"{how}{'' if signum == STOP_AFTER_EPOCH else f' after epoch {run.saved}'}; resume with: "
-                   f"tlcli train --resume {folder.last}")
+        message = f"{how} before the first epoch ended: there is nothing to resume; run the command again"
     if run.logging and is_main_process():
         folder.log(message)
     return Interrupted(message, signum=signum)
 
 
-def _begin(run: _Run, prepared: Prepared, folder: RunFolder, result: RunResult, observer: Observer) -> None:
+def _begin(run: RunPlan, prepared: Prepared, folder: RunFolder, result: RunResult, observer: Observer) -> None:
     config, data, built, parameters = prepared.config, prepared.data, prepared.built, result.parameters
     for note in result.notes:
         observer.warning(note)
@@ -288,7 +244,7 @@ def _begin(run: _Run, prepared: Prepared, folder: RunFolder, result: RunResult, 
     folder.begin_epochs(title=f"{config.model.arch} on {data.source}", tensorboard=config.run.tensorboard)
 
 
-def _finish(run: _Run, prepared: Prepared, folder: RunFolder, result: RunResult, observer: Observer) -> None:
+def _finish(run: RunPlan, prepared: Prepared, folder: RunFolder, result: RunResult, observer: Observer) -> None:
     progress, monitor = result.progress, result.monitor
     main = is_main_process()
     if progress.stopped_early and main:
@@ -302,6 +258,7 @@ def _finish(run: _Run, prepared: Prepared, folder: RunFolder, result: RunResult,
             folder.log(kept)
     if main:
         folder.point_latest()
+        folder.finish()
 
 
 def _start_from_parent(result: RunResult, progress: Progress, folder: RunFolder, checkpoint, trainer: Trainer) -> None:

@@ -21,7 +21,7 @@ from tlcli import __version__
 from tlcli.cli import output
 from tlcli.cli.help import HELP_OPTION_NAMES, command_tree, epilog
 from tlcli.errors import ConfigError, Interrupted, TlcliError
-from tlcli.stopping import Terminated, exit_code, handling_signals, raised_signal
+from tlcli.stopping import Terminated, exit_code, handling_signals, raised_signal, stopped_by
 
 EXIT_CODES_HELP = ("Exit codes: 0 success, 1 runtime failure (one 'Error:' line on stderr), 2 usage error, "
                    "128+N ended by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).")
@@ -79,8 +79,7 @@ def _report_interrupt(interrupt: BaseException) -> None:
     if isinstance(interrupt, Interrupted):
         output.error(str(interrupt))
     else:
-        signum = getattr(interrupt, "signum", signal.SIGINT)
-        output.error("interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}")
+        output.error(stopped_by(getattr(interrupt, "signum", signal.SIGINT)))
 
 
 def _register() -> None:

@@ -58,7 +58,7 @@ def train(
     --weights none everything trains. Writes best.pt, last.pt, config.json, history.csv,
     curves.png and log.txt to the run folder.
     """
-    from tlcli import training
+    from tlcli import resuming, training
 
     if nproc > 1:
         _relaunch(nproc)
@@ -66,12 +66,10 @@ def train(
     if resume == "auto":
         if folds:
             raise ConfigError("--resume auto resumes one run; a --folds study resumes by running it again with the same --out")
-        from tlcli.autoresume import train_or_resume
-
-        result = train_or_resume(config, observer=observer)
+        result = resuming.train_or_resume(config, observer=observer)
     elif resume is not None:
         _check_resume_options(changed | ({"folds"} if folds else set()))
-        result = training.resume(Path(resume), epochs=config.run.epochs if "epochs" in changed else None, observer=observer)
+        result = resuming.resume(Path(resume), epochs=config.run.epochs if "epochs" in changed else None, observer=observer)
     elif folds:
         return _cross_validate(config, folds, as_json)
     else:
@@ -174,7 +172,7 @@ def finetune(
     if resume not in (None, "auto"):
         raise ConfigError(f"finetune --resume takes auto, not {resume!r}; to continue a stopped phase-2 run, use tlcli train --resume {resume}")
     if resume == "auto":
-        from tlcli.autoresume import finetune_or_resume
+        from tlcli.resuming import finetune_or_resume
 
         result = finetune_or_resume(config, observer=make_observer())
     else:

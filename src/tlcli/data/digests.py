@@ -63,8 +63,20 @@ def file_digests(root: Path, paths: Sequence[Path]) -> list[str]:
             continue
         used[key] = digest
         digests.append(digest)
-    if used != stored:  # only this data set's current files: the store never outgrows it
+    # Each split is asked for in turn: the others' entries stay while their files are unchanged,
+    # so the store holds the data set's current files and never outgrows them.
+    merged = {**{key: digest for key, digest in stored.items() if key not in used and _unchanged(key)}, **used}
+    if merged != stored:
         with contextlib.suppress(TlcliError, OSError):
             store_path.parent.mkdir(parents=True, exist_ok=True)
-            write_file_atomically(json.dumps(used).encode(), store_path)
+            write_file_atomically(json.dumps(merged).encode(), store_path)
     return digests
+
+
+def _unchanged(key: str) -> bool:
+    path, size, mtime = key.rsplit("\t", 2)
+    try:
+        info = Path(path).stat()
+    except OSError:
+        return False
+    return f"{info.st_size}\t{info.st_mtime_ns}" == f"{size}\t{mtime}"

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from tlcli.data.images import BadImageError, open_image_bytes
 from tlcli.errors import TlcliError
 from tlcli.serving.uploads import Refused, UploadGate, form_boundary, receive_uploads, requested_topk
+from tlcli.stopping import TERMINATING, not_ignored
 
 
 def _classify_one(classifier, data: bytes, k: int) -> dict[str, Any]:
@@ -154,8 +155,6 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 # What stops a server: Ctrl-C, and what supervisors and a closed terminal send.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
 
 class Server:
     """A classifier's app on a socket already listening; ``run`` serves until a stop signal."""
@@ -203,7 +202,7 @@ def _stopping_on_signals(server, received: list[int]):
         server.force_exit = server.should_exit
         server.should_exit = True
 
-    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    previous = {signum: signal.signal(signum, stop) for signum in not_ignored(TERMINATING)}
     try:
         yield
     finally:

@@ -1,4 +1,5 @@
-"""``--resume auto``: the one line a cron job needs, whatever the last run of it left.
+"""Going on with a run: ``resume`` (``--resume RUN``), and ``--resume auto``, the one line a
+cron job needs, whatever the last run of it left.
 
 The run folder decides: no checkpoint (a new folder, or a run killed before its first epoch
 ended) starts the run; a checkpoint resumes it, whatever killed it; a checkpoint that completed
@@ -8,22 +9,72 @@ is and reported at once. The same line may run again and again until the run is 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from tlcli.checkpoint import load_checkpoint
 from tlcli.config import FinetuneConfig, TrainConfig
-from tlcli.engine.distributed import is_main_process, on_main, process_group
+from tlcli.engine.distributed import is_main_process, on_main, process_group, world_size
 from tlcli.engine.loop import Observer, Progress
 from tlcli.errors import ConfigError, TlcliError
-from tlcli.recovery import resumable
-from tlcli.run_files import LOCK
+from tlcli.prepare import Start
+from tlcli.recovery import recover, resumable
+from tlcli.run_files import foreign_checkpoint, run_finished
 from tlcli.runs import RunFolder, resolve_checkpoint
-from tlcli.training import RunResult, finetune, resume, train
+from tlcli.training import RunPlan, RunResult, finetune, run_plan, train
 
 # Settings that say how a run computes, not which run it is: a cron line may change them.
 _HOW = {("run", name) for name in ("epochs", "out", "overwrite", "device", "amp", "workers", "compile", "cache_dir", "cache_images",
                                    "cache_features", "tensorboard", "channels_last", "sync_bn")}
+
+
+def resume(path: Path, *, epochs: int | None = None, observer: Observer | None = None) -> RunResult:
+    """Continue a run from its checkpoint, after making its folder whole again (``recovery.recover``); a
+    run stopped after its last epoch's checkpoint but before its finish is finished without training.
+    Under torchrun, with as many processes as the run had: each goes on with its own shard."""
+    path, fallback = resumable(Path(path) / "last.pt" if Path(path).is_dir() else Path(path))
+    checkpoint = load_checkpoint(path)
+    with process_group(checkpoint["config"]["run"]["device"]):
+        return _resume(path, fallback, checkpoint, epochs, observer or Observer())
+
+
+def _resume(path: Path, fallback: Path | None, checkpoint: dict[str, Any], epochs: int | None, observer: Observer) -> RunResult:
+    foreign = foreign_checkpoint(path, checkpoint)
+    if foreign:
+        raise TlcliError(f"{foreign}: a run is resumed only in its own folder; resume it there, or start phase 2 from it with "
+                         f"tlcli finetune --from {path}")
+    last = path.parent / "last.pt"
+    if path.name != "last.pt" and last.exists() and load_checkpoint(last)["progress"]["epoch"] > checkpoint["progress"]["epoch"]:
+        raise TlcliError(f"{path} is behind {last}; resume from {last}, or resuming would discard the epochs after it")
+    notes = [f"{fallback} is missing (a kill during a run's first save leaves only best.pt): resuming from {path}, "
+             f"epoch {checkpoint['history'][-1]['epoch']}"] if fallback else []
+    trained_by, processes = checkpoint.get("world_size", 1), world_size()
+    if trained_by != processes:
+        raise TlcliError(
+            f"{path} was trained by {trained_by} process{'es' if trained_by > 1 else ''} and this run has {processes}: resume it with "
+            f"{trained_by} (tlcli train --resume {path} --nproc {trained_by}, or torchrun --nproc_per_node {trained_by}), so that the "
+            "global batch and each process's share of the data stay as they were")
+
+    def repair() -> tuple[list[str], bool, bool]:
+        nonlocal checkpoint
+        recovered, repaired, finished = recover(path, checkpoint, notes)
+        replaced, checkpoint = recovered is not checkpoint, recovered
+        return repaired, finished, replaced
+
+    # Rank 0 repairs the folder; the others read the checkpoint again only where it replaced it.
+    notes, finished, replaced = on_main(repair)
+    if replaced and not is_main_process():
+        checkpoint = load_checkpoint(path)
+    config = TrainConfig.from_dict(checkpoint["config"])
+    if epochs is not None:
+        config = replace(config, run=replace(config.run, epochs=epochs))
+    if checkpoint["progress"]["epoch"] >= config.run.epochs and not checkpoint["progress"]["stopped_early"] and finished:
+        raise TlcliError(f"{path} already completed {config.run.epochs} epochs; raise the number of epochs to train further")
+    start = Start(phase=checkpoint["phase"], checkpoint=checkpoint, resume=True)
+    run = RunPlan(config, path.parent, fresh=False, start=start, parent=checkpoint.get("parent"), history=list(checkpoint["history"]),
+               notes=notes)
+    return run_plan(run, observer)
 
 
 def train_or_resume(config: TrainConfig, *, observer: Observer | None = None) -> RunResult:
@@ -74,20 +125,20 @@ def _decide(folder: Path, epochs: int, check: Callable[[dict[str, Any]], None], 
         raise TlcliError(f"run folder {folder} is in use by {holder}: the run is still going; this command leaves it to finish")
     progress = checkpoint["progress"]
     done = progress["stopped_early"] or progress["epoch"] >= epochs
-    if done and not (folder / LOCK).exists():  # a .lock left behind marks a run killed before it finished
+    if done and run_finished(folder):
         with RunFolder(folder).open(fresh=False) as run:  # nobody else writes while the line lands
             run.log(f"--resume auto: already finished: {len(checkpoint['history'])} epochs, nothing to do")
         return "already finished", str(path)
     status = "finished" if done else "resumed"
-    RunFolder(folder).log(f"--resume auto: {status}: {_why(status, checkpoint)}")
+    RunFolder(folder).log(f"--resume auto: {status}: {_why(status, path, checkpoint)}")
     return status, str(path)
 
 
-def _why(status: str, checkpoint: dict[str, Any]) -> str:
+def _why(status: str, path: Path, checkpoint: dict[str, Any]) -> str:
     if status == "finished":
-        return "its checkpoint had completed its epochs"
+        return f"{path.name} had completed its epochs; the run had not finished"
     if status == "resumed":
-        return f"from epoch {checkpoint['history'][-1]['epoch']}, which last.pt holds"
+        return f"from epoch {checkpoint['history'][-1]['epoch']}, which {path.name} holds"
     return f"{len(checkpoint['history'])} epochs, nothing to do"
 
 
@@ -103,13 +154,13 @@ def _started(run: Callable[[], RunResult], observer: Observer | None) -> RunResu
 
 def _go_on(status: str, path: Path, epochs: int, observer: Observer | None) -> RunResult:
     checkpoint = load_checkpoint(path)
-    (observer or Observer()).info(f"--resume auto: {status}: {_why(status, checkpoint)}")
+    (observer or Observer()).info(f"--resume auto: {status}: {_why(status, path, checkpoint)}")
     if status == "already finished":
         config = checkpoint["config"]["run"]
         result = RunResult(path.parent, checkpoint["phase"], config["monitor"], Progress(**checkpoint["progress"]), checkpoint["history"],
                            checkpoint["model"]["parameters"], start=checkpoint.get("start"), head_fit=checkpoint.get("head_fit"))
     else:
-        result = resume(path, epochs=epochs, observer=observer)
+        result = resume(path.parent / "last.pt", epochs=epochs, observer=observer)  # which says when best.pt stands in
     result.status = status
     return result
 
