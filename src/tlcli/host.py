@@ -15,6 +15,7 @@ training run does anyway; ``tlcli serve`` and ``predict`` are not tuned.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import math
@@ -93,10 +94,10 @@ def launch(nproc: int, arguments: list[str]) -> int:
         raise ConfigError("--nproc starts torchrun, and this process already runs under it: leave --nproc out")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "tlcli", *arguments]
     # torchrun in a session of its own, ignoring SIGUSR1 (its default would end it): the signals
-    # this process gets reach it from here alone, and SIGUSR1 reaches the workers, whose own
-    # handlers stop them together after the epoch's checkpoint.
+    # this process gets reach it from here alone. Its workers have sessions of their own: SIGUSR1
+    # goes to each of them, whose handlers stop them together after the epoch's checkpoint.
     process = subprocess.Popen(command, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN))
-    relay = signal.signal(signal.SIGUSR1, lambda *_: os.killpg(process.pid, signal.SIGUSR1))
+    relay = signal.signal(signal.SIGUSR1, lambda *_: _signal_children(process.pid, signal.SIGUSR1))
     try:
         return process.wait()
     except KeyboardInterrupt as interrupt:  # SIGINT, SIGTERM or SIGHUP: torchrun stops its processes on it
@@ -105,3 +106,11 @@ def launch(nproc: int, arguments: list[str]) -> int:
         raise
     finally:
         signal.signal(signal.SIGUSR1, relay)
+
+
+def _signal_children(pid: int, signum: int) -> None:
+    """``signum`` to each child of ``pid`` (Linux lists them per thread under /proc)."""
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError, ValueError):
+            for child in children.read_text().split():
+                os.kill(int(child), signum)
