@@ -24,6 +24,7 @@ from tlcli.data.dataset import (
     ImageData,
     SkippedFile,
     find_column,
+    first_few,
     given_splits,
     record_fingerprints,
 )
@@ -194,9 +195,7 @@ def _once_per_file(found: list[_Row], path: Path) -> tuple[list[_Row], list[Skip
     for clashes, what, fix in ((list(labels.values()), "under two labels", "give each image one label"),
                                (list(splits.values()), "in two splits", "list each image in one split")):
         if clashes:
-            more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
-            raise DataError(f"{path} lists {len(clashes)} image file{'s' if len(clashes) > 1 else ''} {what}: "
-                            f"{'; '.join(clashes[:3])}{more}; {fix}")
+            raise DataError(f"{path} lists {len(clashes)} image file{'s' if len(clashes) > 1 else ''} {what}: {first_few(clashes)}; {fix}")
     notes = [f"dropped {len(repeated)} row{'s' if len(repeated) > 1 else ''} naming an image file an earlier row names "
              f"(first: {repeated[0].path}: {repeated[0].reason})"] if repeated else []
     return kept, repeated, notes

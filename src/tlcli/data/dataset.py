@@ -135,7 +135,7 @@ def drop_duplicates(given: dict[str, ImageSet], classes: list[str]) -> tuple[dic
     if conflicts:
         raise DataError(
             f"{len(conflicts)} image{'s are' if len(conflicts) > 1 else ' is'} byte-identical to an image of another class: "
-            f"{'; '.join(conflicts[:3])}{f' and {len(conflicts) - 3} more' if len(conflicts) > 3 else ''}; "
+            f"{first_few(conflicts)}; "
             "give each image one label (remove or relabel the copies)"
         )
     if not dropped:
@@ -147,9 +147,14 @@ def drop_duplicates(given: dict[str, ImageSet], classes: list[str]) -> tuple[dic
     return {split: images.subset(sorted(keep[split])) for split, images in given.items()}, dropped, [note]
 
 
+def first_few(items: list[str], count: int = 3, separator: str = "; ") -> str:
+    """The first ``count`` of ``items``, and how many more: an error line stays one line."""
+    return separator.join(items[:count]) + (f" and {len(items) - count} more" if len(items) > count else "")
+
+
 def find_column(columns: list[str], given: str | None, common: tuple[str, ...], *, what: str, option: str, where: str) -> str:
     """``given`` when ``columns`` has it, else the first of the ``common`` names present (any case)."""
-    listed = ", ".join(columns[:20]) + (f" and {len(columns) - 20} more" if len(columns) > 20 else "")
+    listed = first_few(columns, 20, ", ")
     if given is not None:
         if given in columns:
             return given
