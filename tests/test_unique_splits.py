@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_class_folder, write_image
+from conftest import make_class_folder
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -71,12 +71,18 @@ def test_one_file_under_two_labels_is_an_error_listing_it(run_cli, tmp_path):
         assert "lists 2 image files under two labels" in line and "img/3.png (line 5: dog, line 22: cat)" in line
 
 
+def _split_rows(root: Path, count: int, split_of) -> list[str]:
+    """A CSV with a split column: ``count`` images of labels 0 and 1, image i in ``split_of(i)``."""
+    lines = ["image,label,split"]
+    for i in range(count):
+        _image(root / f"{i}.png", i % 2, i)
+        lines.append(f"{i}.png,{i % 2},{split_of(i)}")
+    return lines
+
+
 def test_a_split_column_that_puts_one_file_in_two_splits_is_an_error(run_cli, tmp_path):
     root = tmp_path / "d"
-    lines = ["image,label,split"]
-    for i in range(12):
-        _image(root / f"{i}.png", i % 2, i)
-        lines.append(f"{i}.png,{i % 2},{'test' if i >= 8 else 'train'}")
+    lines = _split_rows(root, 12, lambda i: "test" if i >= 8 else "train")
     lines.append("9.png,1,train")  # a test image given to train as well
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
     result = run_cli("train", "--data", str(root / "labels.csv"), *TINY_TRAIN)
@@ -87,10 +93,7 @@ def test_a_split_column_that_puts_one_file_in_two_splits_is_an_error(run_cli, tm
 
 def test_a_csv_class_only_in_the_test_split_is_refused_by_train_as_by_data_check(run_cli, tmp_path):
     root = tmp_path / "d"
-    lines = ["image,label,split"]
-    for i in range(14):
-        _image(root / f"{i}.png", i % 2, i)
-        lines.append(f"{i}.png,{i % 2},train")
+    lines = _split_rows(root, 14, lambda i: "train")
     _image(root / "odd.png", 1, 99)
     lines.append("odd.png,2,test")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")

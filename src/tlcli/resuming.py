@@ -81,10 +81,10 @@ def train_or_resume(config: TrainConfig, *, observer: Observer | None = None) ->
     folder = _folder(config.run.out, config.run.overwrite)
     asked = config.to_dict()
     with process_group(config.run.device):
-        status, path = on_main(lambda: _decide(folder, config.run.epochs, lambda recorded: _refuse_another_run(folder, asked, recorded)))
+        status, path, why = on_main(lambda: _decide(folder, config.run.epochs, lambda recorded: _refuse_another_run(folder, asked, recorded)))
         if status == "started":
-            return _started(lambda: train(config, observer=observer), observer)
-        return _go_on(status, Path(path), config.run.epochs, observer)
+            return _started(lambda: train(config, observer=observer), why, observer)
+        return _go_on(status, Path(path), why, config.run.epochs, observer)
 
 
 def finetune_or_resume(config: FinetuneConfig, *, observer: Observer | None = None) -> RunResult:
@@ -98,10 +98,10 @@ def finetune_or_resume(config: FinetuneConfig, *, observer: Observer | None = No
 
     device = overrides.get("device") or load_checkpoint(source)["config"]["run"]["device"]
     with process_group(device):
-        status, path = on_main(lambda: _decide(folder, config.epochs, same_parent, whole=True))
+        status, path, why = on_main(lambda: _decide(folder, config.epochs, same_parent, whole=True))
         if status == "started":
-            return _started(lambda: finetune(config, observer=observer), observer)
-        return _go_on(status, Path(path), config.epochs, observer)
+            return _started(lambda: finetune(config, observer=observer), why, observer)
+        return _go_on(status, Path(path), why, config.epochs, observer)
 
 
 def _folder(out: str | None, overwrite: bool) -> Path:
@@ -112,12 +112,13 @@ def _folder(out: str | None, overwrite: bool) -> Path:
     return Path(out)
 
 
-def _decide(folder: Path, epochs: int, check: Callable[[dict[str, Any]], None], *, whole: bool = False) -> tuple[str, str | None]:
-    """Which of the four things to do, decided by rank 0 alone (under torchrun the others follow),
-    with what the run's log says of it: started, resumed, finished or already finished."""
+def _decide(folder: Path, epochs: int, check: Callable[[dict[str, Any]], None], *,
+            whole: bool = False) -> tuple[str, str | None, str]:
+    """Which of the four things to do (started, resumed, finished or already finished), the
+    checkpoint and why, decided by rank 0 alone (under torchrun the others follow); logged."""
     path = resumable(folder / "last.pt")[0]
     if not path.is_file():
-        return "started", None
+        return "started", None, "the run folder held no checkpoint"
     checkpoint = load_checkpoint(path)
     check(checkpoint if whole else checkpoint["config"])
     holder = RunFolder(folder).in_use_by()
@@ -126,25 +127,19 @@ def _decide(folder: Path, epochs: int, check: Callable[[dict[str, Any]], None], 
     progress = checkpoint["progress"]
     done = progress["stopped_early"] or progress["epoch"] >= epochs
     if done and run_finished(folder):
+        why = f"{len(checkpoint['history'])} epochs, nothing to do"
         with RunFolder(folder).open(fresh=False) as run:  # nobody else writes while the line lands
-            run.log(f"--resume auto: already finished: {len(checkpoint['history'])} epochs, nothing to do")
-        return "already finished", str(path)
-    status = "finished" if done else "resumed"
-    RunFolder(folder).log(f"--resume auto: {status}: {_why(status, path, checkpoint)}")
-    return status, str(path)
+            run.log(f"--resume auto: already finished: {why}")
+        return "already finished", str(path), why
+    status, why = ("finished", f"{path.name} had completed its epochs; the run had not finished") if done else (
+        "resumed", f"from epoch {checkpoint['history'][-1]['epoch']}, which {path.name} holds")
+    RunFolder(folder).log(f"--resume auto: {status}: {why}")
+    return status, str(path), why
 
 
-def _why(status: str, path: Path, checkpoint: dict[str, Any]) -> str:
-    if status == "finished":
-        return f"{path.name} had completed its epochs; the run had not finished"
-    if status == "resumed":
-        return f"from epoch {checkpoint['history'][-1]['epoch']}, which {path.name} holds"
-    return f"{len(checkpoint['history'])} epochs, nothing to do"
-
-
-def _started(run: Callable[[], RunResult], observer: Observer | None) -> RunResult:
+def _started(run: Callable[[], RunResult], why: str, observer: Observer | None) -> RunResult:
     """A started run's log.txt is written anew when it begins: the line goes in once it exists."""
-    (observer or Observer()).info("--resume auto: started: the run folder held no checkpoint")
+    (observer or Observer()).info(f"--resume auto: started: {why}")
     result = run()
     result.status = "started"
     if is_main_process():
@@ -152,10 +147,10 @@ def _started(run: Callable[[], RunResult], observer: Observer | None) -> RunResu
     return result
 
 
-def _go_on(status: str, path: Path, epochs: int, observer: Observer | None) -> RunResult:
-    checkpoint = load_checkpoint(path)
-    (observer or Observer()).info(f"--resume auto: {status}: {_why(status, path, checkpoint)}")
+def _go_on(status: str, path: Path, why: str, epochs: int, observer: Observer | None) -> RunResult:
+    (observer or Observer()).info(f"--resume auto: {status}: {why}")
     if status == "already finished":
+        checkpoint = load_checkpoint(path)
         config = checkpoint["config"]["run"]
         result = RunResult(path.parent, checkpoint["phase"], config["monitor"], Progress(**checkpoint["progress"]), checkpoint["history"],
                            checkpoint["model"]["parameters"], start=checkpoint.get("start"), head_fit=checkpoint.get("head_fit"))

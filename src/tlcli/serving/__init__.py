@@ -216,15 +216,11 @@ def open_server(
     host: str = "127.0.0.1",
     port: int = 8000,
     device: str = "auto",
-    max_bytes: int = 10 * 1024 * 1024,
-    topk: int = 5,
-    concurrency: int = 1,
-    queue: int = 8,
-    receiving: int = 32,
-    body_timeout: float = 30.0,
     log: Callable[[str], None] | None = None,
+    **limits,
 ) -> Server:
-    """Takes the port, then loads the model (a checkpoint, run or .onnx) and builds the app."""
+    """Takes the port, then loads the model (a checkpoint, run or .onnx) and builds the app;
+    ``limits`` are ``create_app``'s (upload size, top-k, workers, queue, bodies, body timeout)."""
     from tlcli.prediction import load_classifier
 
     if importlib.util.find_spec("uvicorn") is None:
@@ -232,10 +228,7 @@ def open_server(
     listener = _listen(host, port)
     try:
         classifier = load_classifier(model, device=device)
-        app = create_app(
-            classifier, max_bytes=max_bytes, topk=topk, concurrency=concurrency, queue=queue,
-            receiving=receiving, body_timeout=body_timeout, log=log,
-        )
+        app = create_app(classifier, log=log, **limits)
     except BaseException:
         listener.close()
         raise

@@ -37,6 +37,24 @@ def _busy(what: str) -> Refused:
     return Refused(503, f"the server is busy ({what}); retry shortly", {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
+class _Slots:
+    """At most ``capacity`` holders at once; one more gets 503. Touched on the event loop's
+    thread alone, so it needs no lock."""
+
+    def __init__(self, capacity: int, what: str):
+        self.capacity, self.taken, self.what = capacity, 0, what
+
+    @contextlib.contextmanager
+    def take(self):
+        if self.taken >= self.capacity:
+            raise _busy(f"{self.taken} {self.what}")
+        self.taken += 1
+        try:
+            yield
+        finally:
+            self.taken -= 1
+
+
 class UploadGate:
     """Where uploads wait, and how many: ``receiving`` bodies arrive at once, each holding up to
     the upload limit in memory; then ``concurrency`` worker threads decode and classify while
@@ -47,35 +65,14 @@ class UploadGate:
     The workers bound memory: PIL has no draft mode for PNG, so a 9400x9400 PNG decodes to
     ~265 MB of RGB, ~0.7 GB at its peak with its oriented copy. Dedicated threads rather than a
     shared pool, because glibc gives each thread that allocates its own arena, which keeps what
-    a decode freed: a fixed few threads keep a fixed few arenas. The counters are only touched
-    on the event loop's thread, so they need no lock.
+    a decode freed: a fixed few threads keep a fixed few arenas.
     """
 
     def __init__(self, *, concurrency: int, queue: int, receiving: int):
         self.workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tlcli-classify")
-        self.capacity, self.admitted = concurrency + queue, 0
-        self.receive_capacity, self.receiving = receiving, 0
+        self.receive_slot = _Slots(receiving, "uploads arriving").take
+        self.classify_slot = _Slots(concurrency + queue, "uploads being classified or waiting").take
         self.stopping = asyncio.Event()  # set when the server shuts down: bodies still arriving get 503
-
-    @contextlib.contextmanager
-    def receive_slot(self):
-        if self.receiving >= self.receive_capacity:
-            raise _busy(f"{self.receiving} uploads arriving")
-        self.receiving += 1
-        try:
-            yield
-        finally:
-            self.receiving -= 1
-
-    @contextlib.contextmanager
-    def classify_slot(self):
-        if self.admitted >= self.capacity:
-            raise _busy(f"{self.admitted} uploads being classified or waiting")
-        self.admitted += 1
-        try:
-            yield
-        finally:
-            self.admitted -= 1
 
     async def run(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self.workers, function, *args)
