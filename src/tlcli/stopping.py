@@ -10,7 +10,10 @@ Kubernetes preStop hook sends ahead of the real stop.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import os
+import queue
 import signal
 import threading
 
@@ -18,6 +21,7 @@ TERMINATING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOP_AFTER_EPOCH = signal.SIGUSR1
 
 _RETRY_S = 0.02
+_UNSAFE_CODE = ("<frozen importlib", threading.__file__, queue.__file__, os.path.dirname(concurrent.futures.__file__))
 _stop_asked = threading.Event()
 
 
@@ -58,9 +62,9 @@ def stop_asked() -> bool:
 def _terminate(signum, frame) -> None:
     if _State.raised is not None:
         return
-    if _State.deferring or _importing(frame):
+    if _State.deferring or _unsafe(frame):
         _State.pending = _State.pending or signum
-        if not _State.deferring:  # look again shortly: an import cannot say when it is done
+        if not _State.deferring:  # look again shortly: an import or a wait cannot say when it is done
             signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
         return
     _State.raised, _State.pending = signum, None
@@ -72,12 +76,14 @@ def _retry(_signum, frame) -> None:
         _terminate(_State.pending, frame)
 
 
-def _importing(frame) -> bool:
-    """Whether the main thread is inside an import: an exception raised there can leave a module
-    half made in ``sys.modules`` (numpy without its functions), and libraries that guard their
-    imports with a bare ``except`` swallow it, so the run goes on with broken modules."""
+def _unsafe(frame) -> bool:
+    """Whether the main thread is inside an import or a threading primitive, where an exception
+    breaks more than the run: an import cut in half leaves a module half made in ``sys.modules``
+    (numpy without its functions, and libraries that guard imports with a bare ``except``
+    swallow it), and one raised inside a lock's or a condition's own code leaves it in a state
+    its ``with`` block cannot undo ("release unlocked lock")."""
     while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
+        if frame.f_code.co_filename.startswith(_UNSAFE_CODE):
             return True
         frame = frame.f_back
     return False
