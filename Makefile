@@ -39,7 +39,7 @@ test: $(VENV)/.installed-dev
 
 # The targets of benchmarks/README.md: speed as ratios against plain PyTorch loops measured in the
 # same run, and the two-phase recipe's accuracy on real ImageNet weights against a
-# logistic-regression probe (25-35 minutes on 2 cores); exits 1 when a target is missed.
+# logistic-regression probe, and prediction at scale (25-40 minutes on 2 cores); exits 1 when a target is missed.
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	touch $@ $(VENV)/.installed-base

@@ -125,4 +125,4 @@ def test_bench_reports_each_measurement_as_a_ratio(run_cli, tmp_path):
 
 def test_bench_refuses_unknown_targets(run_cli):
     result = run_cli("bench", "--targets", "2,9")
-    assert result.code == 2 and "expected targets among 1,2,3,4,5,quality" in result.stderr
+    assert result.code == 2 and "expected targets among 1,2,3,4,5,6,quality" in result.stderr

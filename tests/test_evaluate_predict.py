@@ -370,7 +370,7 @@ def test_predict_csv_and_json_both_list_unreadable_files_with_their_error(digits
     missing = tmp_path / "missing.png"
     as_json = run_cli("predict", good, broken, missing, "--json")
     as_csv = run_cli("predict", good, broken, missing, "--csv")
-    assert as_json.code == as_csv.code == 1
+    assert as_json.code == as_csv.code == 3
     assert _error_lines(as_json.stderr) == _error_lines(as_csv.stderr) and len(_error_lines(as_csv.stderr)) == 2
     json_errors = {item["path"]: item["error"] for item in as_json.json() if item["error"]}
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
@@ -411,7 +411,7 @@ def test_unreadable_and_missing_files_are_reported_and_the_rest_predicted(digits
     broken.write_bytes(b"this is not a png at all")
     missing = tmp_path / "nowhere.png"
     result = run_cli("predict", good[0], broken, good[1], missing, "--json")
-    assert result.code == 1
+    assert result.code == 3
     items = {item["path"]: item for item in result.json()}
     assert set(items) == {str(good[0]), str(good[1]), str(broken), str(missing)}
     for path in good:
@@ -425,7 +425,7 @@ def test_unreadable_and_missing_files_are_reported_and_the_rest_predicted(digits
 
     # A folder holding the broken file, as a table: the good images are still in it.
     table = run_cli("predict", tmp_path / "in")
-    assert table.code == 1
+    assert table.code == 3
     assert "good0.png" in table.stdout and "good1.png" in table.stdout
     errors = _error_lines(table.stderr)
     assert len(errors) == 1 and str(broken) in errors[0]
@@ -434,7 +434,7 @@ def test_unreadable_and_missing_files_are_reported_and_the_rest_predicted(digits
     (tmp_path / "no-images").mkdir()
     (tmp_path / "no-images" / "notes.txt").write_text("not an image")
     empty = run_cli("predict", good[0], tmp_path / "no-images", "--json")
-    assert empty.code == 1 and len(empty.json()) == 2
+    assert empty.code == 3 and len(empty.json()) == 2
     assert _error_lines(empty.stderr) == [f"Error: {tmp_path / 'no-images'}: no image files in this folder"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,25 @@ def test_every_example_is_covered():
     assert {path.name for path in EXAMPLES.glob("*.sh")} == set(EXPECTED)
 
 
+FORKED_CLI = Path(__file__).resolve().parent / "forked_cli.py"
+
+
+@pytest.fixture(scope="module")
+def tlcli_command(tmp_path_factory):
+    """What the scripts run as `$TLCLI`: tlcli forked from a process that imported torch once."""
+    socket_path = tmp_path_factory.mktemp("forked-cli") / "socket"
+    server = subprocess.Popen([sys.executable, str(FORKED_CLI), "serve", str(socket_path)])
+    while not socket_path.exists():
+        assert server.poll() is None, "the tlcli server did not start"
+        time.sleep(0.05)
+    yield f"{sys.executable} {FORKED_CLI} {socket_path}"
+    server.kill()
+    server.wait()
+
+
 @pytest.mark.parametrize("script", sorted(EXPECTED))
-def test_example_runs_in_smoke_mode(script, tmp_path):
-    env = {**os.environ, "SMOKE": "1", "OUT": str(tmp_path / "out"), "TLCLI": f"{sys.executable} -m tlcli",
+def test_example_runs_in_smoke_mode(script, tmp_path, tlcli_command):
+    env = {**os.environ, "SMOKE": "1", "OUT": str(tmp_path / "out"), "TLCLI": tlcli_command,
            "TLCLI_CHECKPOINTS_DIR": str(tmp_path / "checkpoints")}
     done = subprocess.run(["bash", str(EXAMPLES / script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -73,7 +73,7 @@ def test_torchscript_export_with_extra_files(run_cli, run, tmp_path):
 
 
 def test_bad_export_and_onnx_predict_input(run_cli, run, samples, tmp_path):
-    assert run_cli("export", str(run), "--format", "tflite").code == 1
+    assert run_cli("export", str(run), "--format", "tflite").code == 2
     missing = run_cli("predict", str(samples), "--model", str(tmp_path / "none.onnx"))
     assert missing.code == 1 and "does not exist" in missing.stderr
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
@@ -89,3 +89,45 @@ def test_bad_export_and_onnx_predict_input(run_cli, run, samples, tmp_path):
     onnx.save(helper.make_model(graph), str(tmp_path / "foreign.onnx"))
     foreign = run_cli("predict", str(samples), "--model", str(tmp_path / "foreign.onnx"))
     assert foreign.code == 1 and "not exported by tlcli" in foreign.stderr
+
+
+def test_int8_export_is_calibrated_on_the_run_and_checked_on_its_test_split(run_cli, run, samples, tmp_path):
+    target = tmp_path / "model.int8.onnx"
+    result = run_cli("export", str(run), "--quantize", "int8", "--calibration-images", "64", "--out", str(target), "--json")
+    assert result.code == 0, result.stderr
+    quantized = result.json()["quantized"]
+    assert quantized["split"] == "test" and quantized["images"] == 179 and quantized["calibration_images"] == 64
+    assert quantized["int8_accuracy"] >= quantized["fp32_accuracy"] - 0.01 and quantized["top1_agreement"] >= 0.95
+    assert quantized["fp32_accuracy"] > 0.5  # a trained model, not chance: the comparison means something
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert metadata["tlcli.quantized"] == "int8" and metadata["tlcli.calibration_images"] == "64"
+    assert 0 <= quantized["fp32_layers"] < quantized["layers"] and metadata["tlcli.fp32_layers"] == str(quantized["fp32_layers"])
+    assert any(node.op_type == "QuantizeLinear" for node in __import__("onnx").load(str(target)).graph.node)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.int8.onnx", "samples"]
+
+    # Both backends stream the same rows; the int8 model agrees with PyTorch on these digits.
+    native = run_cli("predict", str(samples), "-c", str(run), "--csv", "--topk", "1")
+    int8 = run_cli("predict", str(samples), "--model", str(target), "--csv", "--topk", "1")
+    assert native.code == int8.code == 0
+    labels = [[row.split(",")[2] for row in out.stdout.splitlines()[1:]] for out in (native, int8)]
+    assert len(labels[0]) == 10 and sum(a == b for a, b in zip(*labels)) >= 9
+
+
+def test_an_int8_model_that_loses_too_much_is_refused_and_not_written(run, tmp_path):
+    from tlcli.errors import TlcliError
+    from tlcli.export import export_checkpoint
+
+    target = tmp_path / "kept.onnx"
+    target.write_bytes(b"the user's earlier file")
+    # No int8 model is ten points more accurate than its own fp32 model: a bound of -10 refuses any.
+    with pytest.raises(TlcliError, match="loses .* more than --max-accuracy-drop -10: not written"):
+        export_checkpoint(str(run), quantize="int8", out=target, calibration_images=16, max_accuracy_drop=-10)
+    assert target.read_bytes() == b"the user's earlier file"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kept.onnx"]
+
+
+@pytest.mark.parametrize("arguments", [["--quantize", "int4"], ["--quantize", "int8", "--format", "torchscript"], ["--max-accuracy-drop", "-1"]])
+def test_bad_quantization_options_are_usage_errors(run_cli, run, arguments):
+    result = run_cli("export", str(run), *arguments)
+    assert result.code == 2, result.stderr

@@ -17,7 +17,7 @@ LAYERS = (
     {"tlcli", "errors", "config", "files", "host", "vision", "cache", "runs", "run_files", "stopping", "metrics", "plots"},
     {"data", "models"},
     {"engine", "checkpoint", "features", "pipeline", "prepare", "recovery"},
-    {"training", "resuming", "evaluation", "prediction", "export", "diagnostics", "report", "serving", "study"},
+    {"training", "resuming", "evaluation", "prediction", "export", "quantization", "diagnostics", "report", "serving", "study"},
     {"bench", "cli", "__main__"},
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

@@ -138,7 +138,9 @@ def test_large_uploads_leave_health_answering_and_excess_uploads_get_503(server,
     large = tmp_path / "large.png"
     Image.open(path).convert("RGB").resize((5000, 5000), Image.NEAREST).save(large)
     data = large.read_bytes()
-    _, (expected,) = predict([str(large)], checkpoint=str(folder / "run"))
+    batches = []
+    predict([str(large)], checkpoint=str(folder / "run"), on_batch=batches.append)
+    ((expected,),) = batches
     uploads = 6
     answers: list[httpx.Response] = []
     start_together = threading.Barrier(uploads)

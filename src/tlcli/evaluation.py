@@ -58,7 +58,8 @@ class EvaluationResult:
         }
 
 
-def _label_map(data: ImageData, classes: list[str]) -> list[int]:
+def label_map(data: ImageData, classes: list[str]) -> list[int]:
+    """The checkpoint's class index of each of the data's labels; a class it does not know is an error."""
     unknown = [name for name in data.classes if name not in classes]
     if unknown:
         raise DataError(
@@ -162,7 +163,7 @@ def _evaluate_checkpoint(
     precision = resolve_precision(amp, torch_device)
     model = built.model.to(torch_device)
     loader = make_loader(
-        TransformedImages(images, build_transform(built.preprocess), _label_map(dataset, classes), draft_size=built.preprocess.resize_size),
+        TransformedImages(images, build_transform(built.preprocess), label_map(dataset, classes), draft_size=built.preprocess.resize_size),
         batch_size=batch_size, shuffle=False, workers=default_workers() if workers is None else workers, seed=0, persistent=False,
     )
     passed = evaluate(model, loader, nn.CrossEntropyLoss().to(torch_device), device=torch_device, precision=precision, collect=True)

@@ -23,11 +23,12 @@ from torch import nn
 from tlcli import __version__
 from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
 from tlcli.data.transforms import Preprocess, build_transform
-from tlcli.errors import TlcliError
+from tlcli.errors import ConfigError, TlcliError
 from tlcli.files import write_atomically, write_file_atomically
 from tlcli.models.inputs import UInt8Input
 
 FORMATS = ("onnx", "torchscript")
+QUANTIZATIONS = ("none", "int8")
 # fp32 logits of the same graph agree to about 1e-5; beyond this, something differs.
 PARITY_TOLERANCE = 1e-3
 PARITY_IMAGES = 8
@@ -46,6 +47,7 @@ class ExportResult:
     images: int
     embedded_preprocessing: bool
     metadata: dict[str, str] = field(default_factory=dict)
+    quantized: Any = None  # tlcli.quantization.QuantizedParity of an int8 export
 
     @property
     def passed(self) -> bool:
@@ -57,6 +59,7 @@ class ExportResult:
             "parity": {"images": self.images, "max_abs_logit_diff": self.max_abs_diff, "top1_agreement": self.top1_agreement,
                        "tolerance": PARITY_TOLERANCE},
             "embedded_preprocessing": self.embedded_preprocessing,
+            "quantized": self.quantized.to_dict() if self.quantized else None,
         }
 
 
@@ -104,38 +107,65 @@ def export_checkpoint(
     dynamic_batch: bool = True,
     embed_preprocessing: bool = False,
     data: str | None = None,
+    quantize: str = "none",
+    calibration_images: int = 256,
+    max_accuracy_drop: float = 1.0,
 ) -> ExportResult:
+    """Export, check parity with PyTorch, and with ``quantize="int8"`` quantize the ONNX model on
+    the run's training images and check its accuracy on the run's test split."""
     from tlcli.runs import resolve_checkpoint
 
     if format not in FORMATS:
-        raise TlcliError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
+    if quantize not in QUANTIZATIONS or (quantize != "none" and format != "onnx"):
+        raise ConfigError(f"--quantize takes {' or '.join(QUANTIZATIONS)}, and int8 only with --format onnx; got {quantize} with {format}")
     path = resolve_checkpoint(spec)
     checkpoint = load_checkpoint(path)
     built = model_from_checkpoint(checkpoint)
     model = built.model.eval()
     preprocess = built.preprocess
-    target = Path(out) if out else path.with_suffix(".onnx" if format == "onnx" else ".torchscript.pt")
+    suffix = {"onnx": ".int8.onnx" if quantize == "int8" else ".onnx", "torchscript": ".torchscript.pt"}[format]
+    target = Path(out) if out else path.with_suffix(suffix)
+    run_images = None
+    if quantize == "int8":
+        from tlcli.quantization import run_images as load_run_images
+
+        run_images = load_run_images(checkpoint, data)  # read first: without them nothing is exported
+        images = [run_images.test.load(i) for i in range(min(PARITY_IMAGES, len(run_images.test)))]
+    else:
+        images = _sample_images(data, checkpoint, PARITY_IMAGES)
     wrapped = UInt8Input(model, preprocess).eval() if embed_preprocessing else model
-    images = _sample_images(data, checkpoint, PARITY_IMAGES)
     # The reference is PyTorch fed by the real transform, exactly as `tlcli predict` does it.
     normalised = torch.stack([build_transform(preprocess)(image) for image in images])
     inputs = _parity_batch(preprocess, images) if embed_preprocessing else normalised
     metadata = metadata_for(checkpoint, embedded=embed_preprocessing)
     with torch.no_grad():
         reference = model(normalised)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as scratch:
+        graph = Path(scratch) / "fp32.onnx" if run_images else target
+        exported = _exported(wrapped, inputs, graph, format=format, arch=built.arch, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata)
+        outputs = torch.from_numpy(np.asarray(exported(inputs)))
+        difference = (outputs - reference).abs().max().item()
+        agreement = (outputs.argmax(1) == reference.argmax(1)).float().mean().item()
+        result = ExportResult(target, format, difference, agreement, len(images), embed_preprocessing, metadata)
+        if run_images is not None and result.passed:
+            from tlcli.quantization import quantize_int8
+
+            result.quantized = quantize_int8(graph, target, preprocess=preprocess, embedded=embed_preprocessing, images=run_images,
+                                             calibration_images=calibration_images, max_drop_points=max_accuracy_drop, metadata=metadata)
+    return result
+
+
+def _exported(model: nn.Module, inputs: torch.Tensor, target: Path, *, format: str, arch: str, **options):
+    """The exported model's runner; the exporters' many failures become one ExportError."""
     try:
         if format == "onnx":
-            exported = _export_onnx(wrapped, inputs, target, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata)
-        else:
-            exported = _export_torchscript(wrapped, inputs, target, metadata=metadata)
+            return _export_onnx(model, inputs, target, **options)
+        return _export_torchscript(model, inputs, target, metadata=options["metadata"])
     except TlcliError:
         raise
     except Exception as exc:  # exporters raise many kinds of errors for unsupported operators
-        raise ExportError(f"cannot export {built.arch} to {format}: {str(exc).strip().splitlines()[0][:300]}") from None
-    outputs = torch.from_numpy(np.asarray(exported(inputs)))
-    difference = (outputs - reference).abs().max().item()
-    agreement = (outputs.argmax(1) == reference.argmax(1)).float().mean().item()
-    return ExportResult(target, format, difference, agreement, len(images), embed_preprocessing, metadata)
+        raise ExportError(f"cannot export {arch} to {format}: {str(exc).strip().splitlines()[0][:300]}") from None
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, target: Path, *, opset: int, dynamic_batch: bool, metadata: dict):

@@ -21,7 +21,7 @@ from pathlib import Path
 from tlcli.bench.datasets import write_jpeg_folder
 from tlcli.errors import TlcliError
 
-TARGETS = ("1", "2", "3", "4", "5", "quality")
+TARGETS = ("1", "2", "3", "4", "5", "6", "quality")
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _run(arguments: list[str], *, env: dict | None = None) -> tuple[float, str]:
     return seconds, done.stdout
 
 
-def _json(arguments: list[str], **kwargs) -> tuple[float, dict]:
+def json_of(arguments: list[str], **kwargs) -> tuple[float, dict]:
     seconds, stdout = _run(arguments, **kwargs)
     return seconds, json.loads(stdout)
 
@@ -132,7 +132,7 @@ def _reference(mode: str, s: BenchSettings, *extra: str) -> list[str]:
             "--batch-size", str(s.batch_size), "--seed", str(s.seed), *extra]
 
 
-def _tlcli_train(data: Path, out: Path, s: BenchSettings, *extra: str) -> list[str]:
+def tlcli_train(data: Path, out: Path, s: BenchSettings, *extra: str) -> list[str]:
     weights = [] if "--weights" in extra else ["--weights", "none"]
     return ["-m", "tlcli", "train", "--data", str(data), "--arch", s.arch, *weights, "--input-size", str(s.size),
             "--batch-size", str(s.batch_size), "--seed", str(s.seed), "--out", str(out), "--overwrite", "--json", *extra]
@@ -141,10 +141,10 @@ def _tlcli_train(data: Path, out: Path, s: BenchSettings, *extra: str) -> list[s
 def phase1_speedup(work: Path, s: BenchSettings) -> Row:
     data = work / "phase1"
     weights = str(write_backbone(work / "backbone.pt", data, s))
-    plain_seconds, plain = _json(_reference("phase1", s, "--data", str(data), "--epochs", str(s.epochs), "--weights", weights))
+    plain_seconds, plain = json_of(_reference("phase1", s, "--data", str(data), "--epochs", str(s.epochs), "--weights", weights))
     # tlcli's run is short, so a passing hiccup on a shared machine weighs on it far more than on
     # the plain loop's minutes: the median of three runs.
-    runs = [_json(_tlcli_train(data, work / "runs" / "phase1", s, "--freeze", "backbone", "--epochs", str(s.epochs), "--weights", weights))
+    runs = [json_of(tlcli_train(data, work / "runs" / "phase1", s, "--freeze", "backbone", "--epochs", str(s.epochs), "--weights", weights))
             for _ in range(3)]
     tlcli_seconds, result = sorted(runs, key=lambda run: run[0])[1]
     tlcli_acc = result["final"]["val_acc"]
@@ -161,8 +161,8 @@ def phase1_speedup(work: Path, s: BenchSettings) -> Row:
 
 def full_finetune_speedup(work: Path, s: BenchSettings) -> Row:
     data = work / "full"
-    _, plain = _json(_reference("full", s, "--data", str(data), "--epochs", str(s.full_epochs)))
-    _, result = _json(_tlcli_train(data, work / "runs" / "full", s, "--freeze", "none", "--lr", "1e-4", "--val-split", "0",
+    _, plain = json_of(_reference("full", s, "--data", str(data), "--epochs", str(s.full_epochs)))
+    _, result = json_of(tlcli_train(data, work / "runs" / "full", s, "--freeze", "none", "--lr", "1e-4", "--val-split", "0",
                                    "--test-split", "0", "--epochs", str(s.full_epochs)))
     tlcli_rate = result["final"]["images_per_s"]
     ratio = tlcli_rate / plain["images_per_s"]
@@ -171,7 +171,7 @@ def full_finetune_speedup(work: Path, s: BenchSettings) -> Row:
 
 
 def pipeline_overhead(work: Path, s: BenchSettings) -> Row:
-    _, result = _json(["-m", "tlcli.bench.steps", "pipeline", "--data", str(work / "full"), "--arch", s.arch, "--size", str(s.size),
+    _, result = json_of(["-m", "tlcli.bench.steps", "pipeline", "--data", str(work / "full"), "--arch", s.arch, "--size", str(s.size),
                        "--batch-size", str(s.batch_size), "--seed", str(s.seed)])
     ratio = result["pipeline_seconds"] / result["memory_seconds"]
     return Row("3", "decoded-image cache: epoch time, real pipeline vs tensors in memory", "tensors in memory",
@@ -187,12 +187,12 @@ def loop_overhead(work: Path, s: BenchSettings) -> list[Row]:
     glibc's default allocator on both sides, where freed blocks go back to the system so peak
     RSS follows the tensors alive at once (the tuned heap's fragmentation varies it by ~10 %)."""
     common = ["--arch", s.arch, "--size", str(s.size), "--batch-size", str(s.batch_size), "--seed", str(s.seed)]
-    paired = _json(["-m", "tlcli.bench.steps", "paired", *common, "--steps", str(s.steps)])[1]
+    paired = json_of(["-m", "tlcli.bench.steps", "paired", *common, "--steps", str(s.steps)])[1]
     speed = {"reference": paired["minimal_images_per_s"], "tlcli": paired["tlcli_images_per_s"]}
     memory: dict[str, list[float]] = {"reference": [], "tlcli": []}
     for _ in range(3):
-        memory["reference"].append(_json(["-m", "tlcli.bench.reference", "step", "--channels-last", *common, "--steps", "2"])[1]["peak_bytes"])
-        memory["tlcli"].append(_json(["-m", "tlcli.bench.steps", "step", *common, "--steps", "2"], env={"TLCLI_ALLOCATOR": "default"})[1]["peak_bytes"])
+        memory["reference"].append(json_of(["-m", "tlcli.bench.reference", "step", "--channels-last", *common, "--steps", "2"])[1]["peak_bytes"])
+        memory["tlcli"].append(json_of(["-m", "tlcli.bench.steps", "step", *common, "--steps", "2"], env={"TLCLI_ALLOCATOR": "default"})[1]["peak_bytes"])
     smallest = {side: min(values) / 2**20 for side, values in memory.items()}
     return [
         Row("4", f"training step vs minimal loop ({s.arch}, batch {s.batch_size}, fp32, channels-last)", "minimal loop",
@@ -209,7 +209,7 @@ def startup(work: Path, s: BenchSettings, checkpoint: str | None) -> list[Row]:
     rows = [Row("5", "tlcli --help", "0.5 s", 0.5, help_seconds, "s", help_seconds / 0.5, "< 0.5 s", help_seconds < 0.5)]
     if checkpoint is None:
         checkpoint = str(work / "runs" / "predict" / "best.pt")
-        _run(_tlcli_train(work / "phase1", Path(checkpoint).parent, s, "--freeze", "backbone", "--epochs", "1"))
+        _run(tlcli_train(work / "phase1", Path(checkpoint).parent, s, "--freeze", "backbone", "--epochs", "1"))
     image = next((work / "phase1" / "val").rglob("*.jpg"))
     floor, ours = [], []
     for _ in range(s.repeats):
@@ -232,11 +232,11 @@ def two_phase_quality(work: Path, s: BenchSettings) -> list[Row]:
     data = write_digits(work / "quality", size=s.quality_size, count=s.quality_images)
     phase1, phase2 = work / "runs" / "quality-phase1", work / "runs" / "quality-phase2"
     val_split, test_split = s.quality_split
-    _json(["-m", "tlcli", "train", "--data", str(data), "--arch", ARCH, "--val-split", str(val_split), "--test-split", str(test_split),
+    json_of(["-m", "tlcli", "train", "--data", str(data), "--arch", ARCH, "--val-split", str(val_split), "--test-split", str(test_split),
            "--out", str(phase1), "--overwrite", "--json"], env=env)
-    _, probe = _json(["-m", "tlcli.bench.probe", str(phase1 / "best.pt")], env=env)
-    _, finetuned = _json(["-m", "tlcli", "finetune", "--from", str(phase1), "--out", str(phase2), "--overwrite", "--json"], env=env)
-    tested = {run: _json(["-m", "tlcli", "evaluate", str(run), "--json"], env=env)[1]["accuracy"] for run in (phase1, phase2)}
+    _, probe = json_of(["-m", "tlcli.bench.probe", str(phase1 / "best.pt")], env=env)
+    _, finetuned = json_of(["-m", "tlcli", "finetune", "--from", str(phase1), "--out", str(phase2), "--overwrite", "--json"], env=env)
+    tested = {run: json_of(["-m", "tlcli", "evaluate", str(run), "--json"], env=env)[1]["accuracy"] for run in (phase1, phase2)}
     from tlcli.checkpoint import load_checkpoint
 
     history = load_checkpoint(phase2 / "last.pt")["history"]
@@ -255,6 +255,12 @@ def two_phase_quality(work: Path, s: BenchSettings) -> list[Row]:
         Row("quality", "first phase-2 epoch's train loss vs phase 1's last", "1.5 x phase 1 + 0.05", bound, first_of_phase2, "loss",
             first_of_phase2 / bound, "<= 1.0x", first_of_phase2 <= bound, {"phase1_last_train_loss": last_of_phase1}),
     ]
+
+
+def _prediction_rows(work: Path, s: BenchSettings, checkpoint: str | None) -> list[Row]:
+    from tlcli.bench.prediction import prediction_rows  # it builds on this module's helpers
+
+    return prediction_rows(work, s, checkpoint)
 
 
 def run_bench(settings: BenchSettings = BenchSettings(), *, targets: tuple[str, ...] = TARGETS, workdir: Path | None = None,
@@ -279,6 +285,7 @@ def run_bench(settings: BenchSettings = BenchSettings(), *, targets: tuple[str, 
             ("3", lambda: [pipeline_overhead(work, settings)]),
             ("4", lambda: loop_overhead(work, settings)),
             ("5", lambda: startup(work, settings, checkpoint)),
+            ("6", lambda: _prediction_rows(work, settings, checkpoint)),
             ("quality", lambda: two_phase_quality(work, settings)),
         ]
         for target, measure in steps:

@@ -76,6 +76,8 @@ def _reporting_interrupts(command):
 def _report_interrupt(interrupt: BaseException) -> None:
     global _interrupt_reported
     _interrupt_reported = True
+    if getattr(interrupt, "signum", None) == signal.SIGPIPE:
+        return  # `| head` closed the output: it has what it wanted, as with any Unix filter
     if isinstance(interrupt, Interrupted):
         output.error(str(interrupt))
     else:
@@ -94,7 +96,7 @@ def _register() -> None:
     app.command("report", epilog=epilog("report", EXIT_CODES_HELP))(report.report)
     app.command("sanity", epilog=epilog("sanity", "Exit codes: 0 all checks pass, 1 a check failed or a runtime failure, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."))(diagnose.sanity)
     app.command("lr-find", epilog=epilog("lr-find", EXIT_CODES_HELP))(diagnose.lr_find)
-    app.command("predict", epilog=epilog("predict", "Exit codes: 0 all predicted, 1 a failure or any unreadable image, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."))(predict.predict)
+    app.command("predict", epilog=epilog("predict", predict.EPILOG))(predict.predict)
     app.command("summary", epilog=epilog("summary", EXIT_CODES_HELP))(summary.summary)
     app.command("models", epilog=epilog("models", EXIT_CODES_HELP))(models.models)
     app.command("bench", epilog=epilog("bench", bench.EPILOG))(bench.bench)

@@ -1,8 +1,7 @@
-"""``tlcli predict``: top-k classes of image files."""
+"""``tlcli predict``: top-k classes of image files, streamed as they are classified."""
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,45 +11,90 @@ from rich.table import Column, Table
 
 from tlcli.cli import options, output
 
+EPILOG = (
+    "Exit codes: 0 every image classified, 1 nothing could be predicted (no images, a bad checkpoint or output file), "
+    "2 usage error, 3 some images unreadable (one error row each; the rest classified), 128+N stopped by signal N "
+    "(130 Ctrl-C, 143 SIGTERM; 138 SIGUSR1 stops after the current batch). Rows follow the inputs: arguments in order, "
+    "a folder's images and a glob's matches sorted by path, then --from-list's lines."
+)
+_OUTPUT = "Output"
+_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+
+
+def _format(as_csv: bool, as_jsonl: bool, as_json: bool, out: Optional[Path], resume: bool) -> str:
+    """The output format, from the flags or --output's suffix; usage errors before anything is read."""
+    chosen = [name for name, given in (("csv", as_csv), ("jsonl", as_jsonl), ("json", as_json)) if given]
+    if len(chosen) > 1:
+        raise typer.BadParameter(f"choose one of --csv, --jsonl and --json, not {' and '.join('--' + c for c in chosen)}")
+    if out is not None and str(out) != "-" and not chosen:
+        if out.suffix.lower() not in _SUFFIXES:
+            raise typer.BadParameter(f"say the format of {out}: add --csv or --jsonl (or name it .csv, .jsonl or .json)", param_hint="--output")
+        chosen = [_SUFFIXES[out.suffix.lower()]]
+    format = chosen[0] if chosen else "table"
+    if resume and (out is None or str(out) == "-"):
+        raise typer.BadParameter("--resume continues a file: give it with --output FILE", param_hint="--resume")
+    if resume and format not in ("csv", "jsonl"):
+        raise typer.BadParameter(f"--resume continues --csv or --jsonl files, not {'a table' if format == 'table' else '--json'}", param_hint="--resume")
+    if out is not None and format == "table":
+        raise typer.BadParameter("a table is for the terminal: add --csv, --jsonl or --json to write a file", param_hint="--output")
+    return format
+
 
 def predict(
-    images: Annotated[list[str], typer.Argument(help="Image files, folders (every image below) or globs.")],
+    images: Annotated[Optional[list[str]], typer.Argument(help="Image files, folders (every image below), globs, or - for one image on stdin [default: none: only --from-list].", show_default=False)] = None,
     checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="Checkpoint file, run folder or run name [default: the latest run's best.pt].")] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="An ONNX model exported by 'tlcli export', run with onnxruntime instead of a checkpoint [default: none].")] = None,
-    topk: Annotated[int, typer.Option("--topk", "-k", min=1, help="How many classes to show per image.")] = 5,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="An ONNX model exported by 'tlcli export' (fp32 or int8), run with onnxruntime instead of a checkpoint [default: none].")] = None,
+    from_list: Annotated[Optional[str], typer.Option("--from-list", help="Also classify the paths in this file, one a line; - reads them from stdin [default: none].")] = None,
+    topk: Annotated[int, typer.Option("--topk", "-k", min=1, help="How many classes to give per image.")] = 5,
     device: options.Device = "auto",
     batch_size: options.BatchSize = 32,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV (path, rank, label, probability, error) instead of a table.")] = False,
-    as_json: options.JsonOption = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, max=64, help="Processes decoding images while the model runs; 0 decodes in the main process [default: cores-1, at least 1].")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows (path, rank, label, probability, error), written batch by batch.", rich_help_panel=_OUTPUT)] = False,
+    as_jsonl: Annotated[bool, typer.Option("--jsonl", help="JSON lines, one object per image, written batch by batch.", rich_help_panel=_OUTPUT)] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array of the images.", rich_help_panel=_OUTPUT)] = False,
+    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the results to this file instead of stdout; its suffix (.csv, .jsonl, .json) sets the format when no flag does [default: stdout].", rich_help_panel=_OUTPUT)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip the images --output already holds and append the rest (a killed job goes on; with no file yet, it starts).", rich_help_panel=_OUTPUT)] = False,
 ) -> int:
-    """Classify images with a trained checkpoint, using the preprocessing it was trained with.
+    """Classify images with a trained checkpoint or an exported ONNX model, using the preprocessing it was trained with.
 
-    Unreadable files are reported on stderr and the rest still predicted; the exit code is then 1.
-    --json and --csv list them too, each with its error and no classes.
+    Results are written as each batch is classified; images are decoded by worker processes
+    while the model runs, in memory that does not grow with the number of images. Unreadable
+    files get one error row each and are reported on stderr; the rest are still classified.
     """
     from tlcli.prediction import predict as run_predict
 
-    used, predictions = run_predict(images, checkpoint=checkpoint, model_file=model, topk=topk, device=device, batch_size=batch_size)
-    output.info(f"{'model' if model else 'checkpoint'}: {used}")
-    failed = [p for p in predictions if p.error]
-    if as_json:
-        output.print_json([p.to_dict() for p in predictions])
-    elif as_csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["path", "rank", "label", "probability", "error"])
-        for p in predictions:
-            writer.writerows([p.path, rank, label, f"{prob:.6f}", ""] for rank, (label, prob) in enumerate(p.top, start=1))
-            if p.error:
-                writer.writerow([p.path, "", "", "", p.error])
-    else:
-        # The library clamps --topk to the number of classes: one column per class returned.
-        shown = max(len(p.top) for p in predictions)
-        table = Table(Column("image", overflow="fold"), "prediction", "probability", *(f"#{i}" for i in range(2, shown + 1)))
-        for p in predictions:
-            if p.top:
-                rest = [f"{label} {prob:.3f}" for label, prob in p.top[1:]]
-                table.add_row(p.path, p.top[0][0], f"{p.top[0][1]:.3f}", *rest)
-        output.print_table(table)
-    for p in failed:
-        output.error(f"{p.path}: {p.error}")
-    return 1 if failed else 0
+    format = _format(as_csv, as_jsonl, as_json, out, resume)
+    images = images or []
+    if images.count("-") + (from_list == "-") > 1:
+        raise typer.BadParameter("stdin can be read once: as one image (-) or as the list (--from-list -), not both")
+    if not images and from_list is None:
+        raise typer.BadParameter("give images to classify, or --from-list FILE", param_hint="IMAGES")
+    shown: list = []
+    summary = run_predict(
+        images, checkpoint=checkpoint, model_file=model, topk=topk, device=device, batch_size=batch_size, workers=workers,
+        from_list=from_list, format=format, output=None if out is None or str(out) == "-" else out, stream=sys.stdout,
+        resume=resume, on_batch=lambda batch: _report_batch(batch, shown, keep=format == "table"),
+    )
+    if format == "table":
+        _print_table(shown)
+    skipped = f", {summary.skipped} already in {out}" if summary.skipped else ""
+    repaired = f"; went on from the last whole batch in {out} ({summary.cut} bytes after it cut)" if summary.cut else ""
+    output.info(f"{'model' if model else 'checkpoint'}: {summary.source}; {summary.images} images, {summary.failed} unreadable{skipped}{repaired}")
+    return 3 if summary.failed else 0
+
+
+def _report_batch(batch: list, shown: list, *, keep: bool) -> None:
+    for prediction in batch:
+        if prediction.error:
+            output.error(f"{prediction.path}: {prediction.error}")
+    if keep:
+        shown.extend(p for p in batch if p.top)
+
+
+def _print_table(predictions: list) -> None:
+    # The library clamps --topk to the number of classes: one column per class returned.
+    columns = max((len(p.top) for p in predictions), default=1)
+    table = Table(Column("image", overflow="fold"), "prediction", "probability", *(f"#{i}" for i in range(2, columns + 1)))
+    for p in predictions:
+        table.add_row(p.path, p.top[0][0], f"{p.top[0][1]:.3f}", *(f"{label} {prob:.3f}" for label, prob in p.top[1:]))
+    output.print_table(table)

@@ -1,0 +1,107 @@
+"""What ``predict`` classifies, as a lazy stream of named items in a documented order.
+
+Arguments are taken in the order given: a file as itself, a folder as every image below it
+sorted by path, a glob as its matches sorted, ``-`` as one image read from standard input, and
+a list file (``--from-list``) as its lines in order. Nothing is listed ahead of need, so a list
+of millions of paths on stdin costs memory for one batch at a time.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+from tlcli.data.images import has_image_extension, is_hidden
+from tlcli.errors import TlcliError
+
+STDIN = "-"
+# The largest image read from standard input: a stream has no size to check beforehand.
+STDIN_IMAGE_LIMIT = 256 * 2**20
+# The longest line of a list file: a path, not a stream of zeros (/dev/zero has no newlines).
+LIST_LINE_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row of the output: ``name`` is how it is reported (and how ``--resume`` finds it)."""
+
+    name: str
+    source: Union[Path, bytes, None] = None  # a file, encoded bytes from stdin, or None with ``error``
+    error: str | None = None
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    return sorted(
+        path for path in folder.rglob("*")
+        if path.is_file() and has_image_extension(path) and not any(is_hidden(part) for part in path.relative_to(folder).parts)
+    )
+
+
+def _expand(argument: str, stdin: BinaryIO) -> Iterator[Item]:
+    if argument == STDIN:
+        data = stdin.read(STDIN_IMAGE_LIMIT + 1)
+        if len(data) > STDIN_IMAGE_LIMIT:
+            yield Item(STDIN, error=f"larger than {STDIN_IMAGE_LIMIT:,} bytes, the most read of an image from stdin")
+        else:
+            yield Item(STDIN, data)
+        return
+    path = Path(argument)
+    if path.is_dir():
+        images = _folder_images(path)
+        yield from (Item(str(image), image) for image in images)
+        if not images:
+            yield Item(argument, error="no image files in this folder")
+    elif path.is_file() or path.exists():  # a device or a FIFO is named and then refused by the decoder
+        yield Item(argument, path)
+    elif any(c in argument for c in "*?["):
+        matches = sorted(Path(m) for m in glob.glob(argument, recursive=True) if Path(m).is_file())
+        yield from (Item(str(match), match) for match in matches)
+        if not matches:
+            yield Item(argument, error="no file matches this pattern")
+    else:
+        yield Item(argument, error="no such file or folder")
+
+
+def _list_lines(stream: BinaryIO, name: str) -> Iterator[str]:
+    for number, raw in enumerate(iter(lambda: stream.readline(LIST_LINE_LIMIT + 1), b""), start=1):
+        if len(raw) > LIST_LINE_LIMIT and not raw.endswith(b"\n"):
+            raise TlcliError(f"line {number} of the list {name} is longer than {LIST_LINE_LIMIT:,} bytes: it is not a list of paths")
+        line = raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
+        if line.strip():
+            yield line
+
+
+def _open_list(name: str) -> BinaryIO:
+    """Opened without blocking, so that a FIFO nobody writes to reads as empty instead of hanging;
+    a pipe with a writer (``--from-list <(find ...)``) is then read as it is written."""
+    try:
+        descriptor = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise TlcliError(f"cannot read the list {name}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise TlcliError(f"the list {name} is a folder; give a file of paths, one a line")
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb")
+
+
+def iter_items(arguments: list[str], *, from_list: str | None = None, stdin: BinaryIO | None = None) -> Iterator[Item]:
+    """Every item to classify, in order: the arguments first, then the list file's lines."""
+    stdin = stdin if stdin is not None else sys.stdin.buffer
+    for argument in arguments:
+        yield from _expand(argument, stdin)
+    if from_list is None:
+        return
+    if from_list == STDIN:
+        for line in _list_lines(stdin, "on stdin"):
+            yield from _expand(line, stdin) if line != STDIN else [Item(line, error="'-' inside a list is not an image")]
+        return
+    with _open_list(from_list) as stream:
+        for line in _list_lines(stream, from_list):
+            yield from _expand(line, stdin) if line != STDIN else [Item(line, error="'-' inside a list is not an image")]

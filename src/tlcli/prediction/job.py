@@ -1,0 +1,162 @@
+"""``predict``: classify a stream of images batch by batch, writing each batch's results as soon
+as the model has seen it, and continue a file a killed job left (``resume``)."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+import torch
+
+from tlcli.errors import Interrupted, TlcliError
+from tlcli.host import available_cores
+from tlcli.prediction.classifiers import load_classifier
+from tlcli.prediction.decoding import DecodedBatch, decoded_batches
+from tlcli.prediction.inputs import Item, iter_items
+from tlcli.prediction.output_file import ResultsFile, open_results
+from tlcli.prediction.results import FORMATS, Prediction, batch_text, footer, header
+from tlcli.stopping import deferred, stop_asked, stopped_by
+
+
+@dataclass
+class PredictSummary:
+    source: Path  # the checkpoint or ONNX file used
+    images: int = 0  # classified or failed by this run
+    failed: int = 0
+    skipped: int = 0  # already in the output file (--resume)
+    cut: int = 0  # bytes cut from the output file's end before appending (see output_file)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": str(self.source), "images": self.images, "failed": self.failed, "skipped": self.skipped}
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core beyond the first, at least one, at most eight."""
+    return max(1, min(8, available_cores() - 1))
+
+
+def _first_classifiable(items: Iterator[Item]) -> Iterator[Item]:
+    """The same stream, after checking (before any model loads) that it holds an image to try."""
+    skipped: list[Item] = []
+    for item in items:
+        if item.error is None:
+            return chain(skipped, [item], items)
+        skipped.append(item)
+    raise TlcliError("no images to predict: " + ("; ".join(f"{i.name}: {i.error}" for i in skipped) or "none given"))
+
+
+def _not_done(items: Iterator[Item], done: Counter, summary: PredictSummary) -> Iterator[Item]:
+    for item in items:
+        if done[item.name] > 0:
+            done[item.name] -= 1
+            summary.skipped += 1
+        else:
+            yield item
+
+
+def _predictions(batch: DecodedBatch, probabilities: torch.Tensor | None, classes: list[str], k: int) -> list[Prediction]:
+    rows = iter(zip(*probabilities.topk(k, dim=1)) if probabilities is not None else ())
+    results = []
+    for name, error in zip(batch.names, batch.errors):
+        if error is None:
+            values, indices = next(rows)
+            results.append(Prediction(name, [(classes[int(i)], float(v)) for v, i in zip(values, indices)]))
+        else:
+            results.append(Prediction(name, [], error))
+    return results
+
+
+class _Writer:
+    """Text to a results file or a stream, a batch at a time; signals wait for a batch's write."""
+
+    def __init__(self, format: str, file: ResultsFile | None, stream: TextIO | None):
+        self.format, self.file, self.stream, self.first = format, file, stream, True
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        with deferred():
+            if self.file is not None:
+                self.file.write(text)
+            elif self.stream is not None:
+                try:
+                    self.stream.write(text)
+                    self.stream.flush()
+                except BrokenPipeError:  # `| head`: the reader has what it wanted
+                    raise Interrupted("the reader of the output closed it", signum=signal.SIGPIPE) from None
+                except OSError as exc:  # stdout on a full disk
+                    raise TlcliError(f"cannot write the output: {exc.strerror or exc}") from None
+
+    def batch(self, predictions: list[Prediction]) -> None:
+        self.write(batch_text(self.format, predictions, first=self.first))
+        self.first = False
+
+
+def predict(
+    inputs: list[str],
+    *,
+    checkpoint: str | None = None,
+    model_file: Path | None = None,
+    topk: int = 5,
+    device: str = "auto",
+    batch_size: int = 32,
+    workers: int | None = None,
+    from_list: str | None = None,
+    format: str = "csv",
+    output: Path | None = None,
+    stream: TextIO | None = None,
+    resume: bool = False,
+    stdin: BinaryIO | None = None,
+    on_batch: Callable[[list[Prediction]], None] = lambda predictions: None,
+) -> PredictSummary:
+    """Classify ``inputs`` (files, folders, globs, ``-``) and ``from_list``'s lines, in that order.
+
+    Each batch's predictions go to ``on_batch`` and, in ``format``, to ``output`` (appended to
+    when ``resume``, skipping what it holds) or to ``stream``; a signal stops the job between
+    batches, with what was written said in the ``Interrupted`` raised."""
+    if format not in FORMATS:
+        raise TlcliError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
+    if topk < 1 or batch_size < 1:
+        raise TlcliError(f"top-k and the batch size must be at least 1, got {topk} and {batch_size}")
+    items = _first_classifiable(iter_items(inputs, from_list=from_list, stdin=stdin))
+    classifier = load_classifier(checkpoint, model_file=model_file, device=device)
+    k = min(topk, len(classifier.classes))
+    file = open_results(output, format, resume=resume, topk=k, batch_size=batch_size) if output is not None and format != "table" else None
+    summary = PredictSummary(classifier.source, cut=file.cut if file else 0)
+    writer = _Writer(format, file, stream if format != "table" else None)
+    if file is None:
+        writer.write(header(format))
+    try:
+        batches = decoded_batches(_not_done(items, file.done if file else Counter(), summary), transform=classifier.transform,
+                                  draft_size=classifier.draft_size, batch_size=batch_size, workers=default_workers() if workers is None else workers)
+        for batch in batches:
+            predictions = _predictions(batch, classifier(batch.images) if batch.images is not None else None, classifier.classes, k)
+            writer.batch(predictions)
+            summary.images += len(predictions)
+            summary.failed += sum(1 for p in predictions if p.error)
+            on_batch(predictions)
+            if stop_asked():
+                raise Interrupted(_stopped_message(summary, output, signal.SIGUSR1), signum=signal.SIGUSR1)
+        writer.write(footer(format))
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, Interrupted) and interrupt.signum != signal.SIGPIPE:
+            raise
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        raise Interrupted(_stopped_message(summary, output, signum), signum=signum) from None
+    finally:
+        if file is not None:
+            file.close()
+    return summary
+
+
+def _stopped_message(summary: PredictSummary, output: Path | None, signum: int) -> str:
+    done = f"{summary.images} images predicted" + (f" ({summary.skipped} were already in {output})" if summary.skipped else "")
+    if output is None:
+        return f"{stopped_by(signum)} after {done}"
+    return f"{stopped_by(signum)} after {done}; continue with the same command and --resume: {output} holds whole rows"
+

@@ -1,0 +1,66 @@
+"""Predictions and the formats they stream in: CSV, JSON lines and a JSON array.
+
+Each batch becomes one piece of text, written with one ``write`` and flushed, so that a reader
+(or a job killed between batches) sees whole rows. CSV has ``top-k`` rows per image (rank 1
+first) or one row with the error; JSON lines one object per image.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+CSV_HEADER = ("path", "rank", "label", "probability", "error")
+FORMATS = ("table", "csv", "jsonl", "json")
+STREAMED = ("csv", "jsonl")  # the formats a file can be resumed in
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]]  # (class, probability), most likely first; empty on error
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "predictions": [{"label": label, "probability": p} for label, p in self.top],
+            "error": self.error,
+        }
+
+
+def csv_rows(predictions: Iterable[Prediction]) -> list[list[str]]:
+    rows = []
+    for p in predictions:
+        rows += [[p.path, str(rank), label, f"{prob:.6f}", ""] for rank, (label, prob) in enumerate(p.top, start=1)]
+        if p.error:
+            rows.append([p.path, "", "", "", p.error])
+    return rows
+
+
+def _csv_text(rows: Iterable[Iterable[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def header(format: str) -> str:
+    return {"csv": _csv_text([CSV_HEADER]), "json": "["}.get(format, "")
+
+
+def batch_text(format: str, predictions: list[Prediction], *, first: bool) -> str:
+    """The text of one batch; ``first`` tells the JSON array whether a comma goes before it."""
+    if format == "csv":
+        return _csv_text(csv_rows(predictions))
+    if format == "jsonl":
+        return "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions)
+    items = ",\n".join(json.dumps(p.to_dict(), ensure_ascii=False) for p in predictions)
+    return ("\n" if first else ",\n") + items if predictions else ""
+
+
+def footer(format: str) -> str:
+    return "\n]\n" if format == "json" else ""
