@@ -73,7 +73,7 @@ def test_every_format_and_worker_count_gives_the_same_rows_in_input_order(digits
     assert right / (len(lines) - 1) >= 0.8  # the digits are recognised, not just listed
 
 
-def test_each_batch_is_in_the_file_before_the_next_is_decoded(digits, tmp_path):
+def test_each_batch_is_in_the_file_when_the_job_moves_on(digits, tmp_path):
     out = tmp_path / "out.csv"
     seen: list[int] = []
 
@@ -113,7 +113,11 @@ def test_resume_cuts_a_torn_last_row_wherever_the_write_stopped(digits, tmp_path
 
 def test_resume_never_changes_a_file_tlcli_did_not_write(digits, tmp_path, run_cli):
     image = digits["images"] / "8" / "0008.png"
-    for name, content in (("mine.csv", "name,score\nx,1\n"), ("mine.jsonl", '{"a": 1}\n'), ("short.csv", HEADER + "a.png,1\n")):
+    top3 = _text(digits, [image], topk=3)
+    foreign = {"mine.csv": "name,score\nx,1\n", "mine.jsonl": '{"a": 1}\n', "unterminated.jsonl": '{"a": 1}', "short.csv": HEADER + "a.png,1\n",
+               "nul.csv": HEADER + "a\0.png,1,3,0.5,\n" * 3, "top3.csv": top3 + top3.partition("\n")[2],
+               "other-tool.jsonl": '{"path": "x.png", "predictions": [], "error": "no", "score": 1}\n'}
+    for name, content in foreign.items():
         target = tmp_path / name
         target.write_text(content)
         refused = run_cli("predict", image, "-c", digits["run"], "--output", target, "--resume", "--topk", "2")
@@ -121,6 +125,12 @@ def test_resume_never_changes_a_file_tlcli_did_not_write(digits, tmp_path, run_c
         again = run_cli("predict", image, "-c", digits["run"], "--output", target)
         assert again.code == 1 and "already exists" in again.stderr
         assert target.read_text() == content
+    import fcntl
+
+    with open(tmp_path / "busy.csv", "w") as busy:  # another job writing it
+        fcntl.flock(busy, fcntl.LOCK_EX)
+        second = run_cli("predict", image, "-c", digits["run"], "--output", tmp_path / "busy.csv", "--resume")
+        assert second.code == 1 and "being written by another tlcli predict" in second.stderr
     (tmp_path / "folder.csv").mkdir()
     assert "is a folder" in run_cli("predict", image, "-c", digits["run"], "-o", tmp_path / "folder.csv").stderr
     os.mkfifo(tmp_path / "nobody-reads")
@@ -140,6 +150,20 @@ def test_resume_never_changes_a_file_tlcli_did_not_write(digits, tmp_path, run_c
 def test_usage_errors_exit_2_before_anything_is_read(run_cli, arguments, message):
     result = run_cli("predict", *arguments, "-c", "no-such-run")
     assert result.code == 2 and message in result.stderr, result.stderr
+
+
+def test_a_fifo_or_device_as_output_gets_the_whole_stream_header_included(digits, tmp_path):
+    import threading
+
+    fifo = tmp_path / "results"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    time.sleep(0.1)  # the reader is waiting at the other end
+    predict([str(digits["images"] / "3")], checkpoint=digits["run"], output=fifo, topk=1, workers=0)
+    reader.join(timeout=30)
+    assert received[0].decode() == _text(digits, [digits["images"] / "3"], topk=1, workers=0)
 
 
 def test_exit_codes_and_endless_or_odd_inputs(digits, run_cli, tmp_path):
@@ -183,7 +207,8 @@ def test_a_job_killed_at_any_moment_resumes_to_the_uninterrupted_result(digits, 
         if how == signal.SIGKILL:
             time.sleep(random.Random(os.getpid()).uniform(0, duration))
         else:  # once rows are being written, where tlcli's handlers are in place
-            while not out.exists() or out.stat().st_size <= len(HEADER):
+            deadline = time.monotonic() + 60
+            while (not out.exists() or out.stat().st_size <= len(HEADER)) and job.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.01)
         job.send_signal(how)
         stderr = job.communicate(timeout=60)[1].decode()

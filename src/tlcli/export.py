@@ -148,7 +148,10 @@ def export_checkpoint(
         difference = (outputs - reference).abs().max().item()
         agreement = (outputs.argmax(1) == reference.argmax(1)).float().mean().item()
         result = ExportResult(target, format, difference, agreement, len(images), embed_preprocessing, metadata)
-        if run_images is not None and result.passed:
+        if run_images is not None and not result.passed:
+            raise ExportError(f"the fp32 ONNX model disagrees with PyTorch (max logit difference {difference:.2e}): "
+                              f"nothing to quantize, {target} not written")
+        if run_images is not None:
             from tlcli.quantization import quantize_int8
 
             result.quantized = quantize_int8(graph, target, preprocess=preprocess, embedded=embed_preprocessing, images=run_images,

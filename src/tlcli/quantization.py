@@ -140,12 +140,18 @@ def _prepare(fp32: Path, prepared: Path) -> list[str]:
 def _quantize(prepared: Path, int8: Path, calibration: _Calibration, fp32_layers: list[str]) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    # onnxruntime logs its progress and warns about every tensor it keeps in fp32: not the user's business.
-    logging.getLogger("root").setLevel(logging.ERROR)
+    # onnxruntime logs its progress and warns about every tensor it keeps in fp32 through the root
+    # logger: not the user's business, and only for as long as it quantizes.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()):
-        quantize_static(str(prepared), str(int8), calibration, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        nodes_to_exclude=fp32_layers)
+        try:
+            quantize_static(str(prepared), str(int8), calibration, quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_exclude=fp32_layers)
+        finally:
+            root.setLevel(level)
 
 
 def _predictions(model: Path, batches: Iterator[tuple[np.ndarray, list[int]]]) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +191,7 @@ def quantize_int8(fp32: Path, target: Path, *, preprocess: Preprocess, embedded:
         layers = _prepare(fp32, prepared)
         name = _input_name(prepared)
         reference = _accuracy(*_predictions(prepared, batches(images.val)), images.labels)
-        for kept in [k for k in FP32_PREFIXES if k < len(layers)]:
+        for kept in [k for k in FP32_PREFIXES if k < max(1, len(layers))]:
             calibration = _Calibration(batches(images.train, calibration_images), name)
             _quantize(prepared, int8, calibration, layers[:kept])
             if (reference - _accuracy(*_predictions(int8, batches(images.val)), images.labels)) * 100 <= max_drop_points:
@@ -221,10 +227,14 @@ def _test_parity(fp32: Path, int8: Path, batches: Callable[[], Iterator], images
 
 
 def _write(int8: Path, target: Path, metadata: dict[str, str]) -> None:
+    """With tlcli's metadata: the fp32 graph's, which quantization carried over, replaced, so that
+    each key is there once (onnx's checker refuses duplicates)."""
     import onnx
 
     graph = onnx.load(str(int8))
-    for key, value in metadata.items():
+    kept = [(entry.key, entry.value) for entry in graph.metadata_props if entry.key not in metadata]
+    del graph.metadata_props[:]
+    for key, value in [*kept, *metadata.items()]:
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     write_file_atomically(graph.SerializeToString(), target)

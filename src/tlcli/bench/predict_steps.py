@@ -23,7 +23,7 @@ def throughput(args) -> dict:
     import torch
 
     from tlcli.data.images import load_image
-    from tlcli.prediction import default_workers, predict
+    from tlcli.prediction import decoding_workers, predict
     from tlcli.prediction.classifiers import TorchClassifier
 
     files = sorted(Path(args.data).rglob("*.jpg"))
@@ -44,7 +44,7 @@ def throughput(args) -> dict:
             whole.append(summary.images / (time.perf_counter() - started))
             # After the first batch, as the forward side is timed after its warm-up forward.
             streamed.append(sum(count for _, count in stamps[1:]) / (stamps[-1][0] - stamps[0][0]))
-    return {"images": len(files), "threads": torch.get_num_threads(), "workers": default_workers(), "forward_images_per_s": max(forward),
+    return {"images": len(files), "threads": torch.get_num_threads(), "workers": decoding_workers(), "forward_images_per_s": max(forward),
             "predict_images_per_s": max(streamed), "forward_runs": forward, "predict_runs": streamed,
             "predict_with_model_loading_images_per_s": max(whole)}
 

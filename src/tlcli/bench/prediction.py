@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from tlcli.bench.runner import BenchSettings, Row, json_of, tlcli_train
+from tlcli.bench.common import BenchSettings, Row, json_of, tlcli_train
+from tlcli.errors import TlcliError
 
 RSS_IMAGES = (1_000, 20_000)
 INT8_DIGITS = 1_000  # digits of the int8 comparison's run (30 % test: 300 images)
@@ -32,13 +34,15 @@ def _tree_rss(pid: int) -> int:
 def _peak_rss(arguments: list[str]) -> tuple[int, float]:
     """(peak resident bytes of the process tree, sampled every 20 ms; wall seconds)."""
     started = time.perf_counter()
-    job = subprocess.Popen([sys.executable, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    while job.poll() is None:
-        peak = max(peak, _tree_rss(job.pid))
-        time.sleep(0.02)
-    if job.returncode:
-        raise RuntimeError(f"'{' '.join(arguments[:3])}' failed: {job.stderr.read().decode().strip().splitlines()[-1:]}")
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: the command never waits for it to be read
+        job = subprocess.Popen([sys.executable, *arguments], stdout=subprocess.DEVNULL, stderr=errors)
+        peak = 0
+        while job.poll() is None:
+            peak = max(peak, _tree_rss(job.pid))
+            time.sleep(0.02)
+        errors.seek(0)
+        if job.returncode:
+            raise TlcliError(f"benchmark step '{' '.join(arguments[:3])}' failed: {errors.read().decode().strip().splitlines()[-1:]}")
     return peak, time.perf_counter() - started
 
 

@@ -7,61 +7,20 @@ starting Python and importing torch, as a user's command does.
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tlcli.bench.common import BenchSettings, Row, json_of, run_step, tlcli_train
 from tlcli.bench.datasets import write_jpeg_folder
+from tlcli.bench.prediction import prediction_rows
 from tlcli.errors import TlcliError
 
 TARGETS = ("1", "2", "3", "4", "5", "6", "quality")
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    arch: str = "efficientnet_b0"
-    images: int = 512  # JPEGs in the phase-1 data set (80 % train, 20 % val)
-    epochs: int = 10  # phase 1
-    full_images: int = 96  # images per epoch in the full fine-tune comparison
-    full_epochs: int = 3
-    image_width: int = 500
-    image_height: int = 375
-    size: int = 224  # the model's input size
-    batch_size: int = 32
-    steps: int = 12  # timed steps of each side after warm-up (target 4)
-    repeats: int = 3  # predict and --help timings: the median of this many runs
-    seed: int = 42
-    quality_images: int = 1797  # the digits of the quality target (all of them)
-    # Split of the quality target. tlcli's default 10 % test is 180 images, where phase 1 and 2
-    # differed by 2 images (under its standard error) while phase 2 led by 1.4 points on val: 30 %
-    # (540 images) tells the two phases apart more surely. The recipe itself keeps its defaults.
-    quality_split: tuple[float, float] = (0.2, 0.3)  # val, test
-    quality_size: int = 224
-
-    @property
-    def resize(self) -> int:
-        return round(self.size * 256 / 224)
-
-
-@dataclass
-class Row:
-    target: str
-    name: str
-    baseline: str  # what tlcli is compared with
-    baseline_value: float
-    tlcli_value: float
-    unit: str
-    ratio: float  # how many times better tlcli is (or, for targets 3-5, the ratio the goal bounds)
-    goal: str
-    passed: bool
-    details: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -111,31 +70,9 @@ def write_backbone(path: Path, data: Path, s: BenchSettings) -> Path:
     return path
 
 
-def _run(arguments: list[str], *, env: dict | None = None) -> tuple[float, str]:
-    """(wall seconds, stdout) of a fresh Python process; a failure is a TlcliError with its last line."""
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, *arguments], capture_output=True, text=True, env={**os.environ, **(env or {})})
-    seconds = time.perf_counter() - started
-    if done.returncode:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TlcliError(f"benchmark step '{' '.join(arguments[:3])}' failed: {last}")
-    return seconds, done.stdout
-
-
-def json_of(arguments: list[str], **kwargs) -> tuple[float, dict]:
-    seconds, stdout = _run(arguments, **kwargs)
-    return seconds, json.loads(stdout)
-
-
 def _reference(mode: str, s: BenchSettings, *extra: str) -> list[str]:
     return ["-m", "tlcli.bench.reference", mode, "--arch", s.arch, "--size", str(s.size), "--resize", str(s.resize),
             "--batch-size", str(s.batch_size), "--seed", str(s.seed), *extra]
-
-
-def tlcli_train(data: Path, out: Path, s: BenchSettings, *extra: str) -> list[str]:
-    weights = [] if "--weights" in extra else ["--weights", "none"]
-    return ["-m", "tlcli", "train", "--data", str(data), "--arch", s.arch, *weights, "--input-size", str(s.size),
-            "--batch-size", str(s.batch_size), "--seed", str(s.seed), "--out", str(out), "--overwrite", "--json", *extra]
 
 
 def phase1_speedup(work: Path, s: BenchSettings) -> Row:
@@ -204,17 +141,17 @@ def loop_overhead(work: Path, s: BenchSettings) -> list[Row]:
 
 
 def startup(work: Path, s: BenchSettings, checkpoint: str | None) -> list[Row]:
-    helps = [_run(["-m", "tlcli", "--help"])[0] for _ in range(s.repeats)]
+    helps = [run_step(["-m", "tlcli", "--help"])[0] for _ in range(s.repeats)]
     help_seconds = statistics.median(helps)
     rows = [Row("5", "tlcli --help", "0.5 s", 0.5, help_seconds, "s", help_seconds / 0.5, "< 0.5 s", help_seconds < 0.5)]
     if checkpoint is None:
         checkpoint = str(work / "runs" / "predict" / "best.pt")
-        _run(tlcli_train(work / "phase1", Path(checkpoint).parent, s, "--freeze", "backbone", "--epochs", "1"))
+        run_step(tlcli_train(work / "phase1", Path(checkpoint).parent, s, "--freeze", "backbone", "--epochs", "1"))
     image = next((work / "phase1" / "val").rglob("*.jpg"))
     floor, ours = [], []
     for _ in range(s.repeats):
-        floor.append(_run(["-m", "tlcli.bench.reference", "predict", "--checkpoint", checkpoint])[0])
-        ours.append(_run(["-m", "tlcli", "predict", str(image), "--checkpoint", checkpoint])[0])
+        floor.append(run_step(["-m", "tlcli.bench.reference", "predict", "--checkpoint", checkpoint])[0])
+        ours.append(run_step(["-m", "tlcli", "predict", str(image), "--checkpoint", checkpoint])[0])
     ratio = statistics.median(ours) / statistics.median(floor)
     rows.append(Row("5", "tlcli predict of one image", "import torch + load + one forward", statistics.median(floor),
                     statistics.median(ours), "s", ratio, "<= 1.3x", ratio <= 1.3))
@@ -257,12 +194,6 @@ def two_phase_quality(work: Path, s: BenchSettings) -> list[Row]:
     ]
 
 
-def _prediction_rows(work: Path, s: BenchSettings, checkpoint: str | None) -> list[Row]:
-    from tlcli.bench.prediction import prediction_rows  # it builds on this module's helpers
-
-    return prediction_rows(work, s, checkpoint)
-
-
 def run_bench(settings: BenchSettings = BenchSettings(), *, targets: tuple[str, ...] = TARGETS, workdir: Path | None = None,
               on_row: Callable[[Row], None] = lambda row: None) -> BenchReport:
     unknown = set(targets) - set(TARGETS)
@@ -285,7 +216,7 @@ def run_bench(settings: BenchSettings = BenchSettings(), *, targets: tuple[str, 
             ("3", lambda: [pipeline_overhead(work, settings)]),
             ("4", lambda: loop_overhead(work, settings)),
             ("5", lambda: startup(work, settings, checkpoint)),
-            ("6", lambda: _prediction_rows(work, settings, checkpoint)),
+            ("6", lambda: prediction_rows(work, settings, checkpoint)),
             ("quality", lambda: two_phase_quality(work, settings)),
         ]
         for target, measure in steps:

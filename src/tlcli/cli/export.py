@@ -11,6 +11,7 @@ from tlcli.cli import options, output
 
 _GRAPH = "Graph"
 _INT8 = "Quantization"
+EPILOG = "Exit codes: 0 exported and parity holds, 1 a failure, a failed parity check or an int8 model refused for its accuracy, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."
 
 
 def _quantization(value: str) -> str:
@@ -19,7 +20,6 @@ def _quantization(value: str) -> str:
     if value not in QUANTIZATIONS:
         raise typer.BadParameter(f"'{value}' is not one of {', '.join(QUANTIZATIONS)}")
     return value
-EPILOG = "Exit codes: 0 exported and parity holds, 1 a failure, a failed parity check or an int8 model refused for its accuracy, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."
 
 
 def export(

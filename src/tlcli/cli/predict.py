@@ -13,8 +13,9 @@ from tlcli.cli import options, output
 
 EPILOG = (
     "Exit codes: 0 every image classified, 1 nothing could be predicted (no images, a bad checkpoint or output file), "
-    "2 usage error, 3 some images unreadable (one error row each; the rest classified), 128+N stopped by signal N "
-    "(130 Ctrl-C, 143 SIGTERM; 138 SIGUSR1 stops after the current batch). Rows follow the inputs: arguments in order, "
+    "2 usage error, 3 some images unreadable (one error row each, the rest classified; with --resume, in the whole file), "
+    "128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM; 138 SIGUSR1 stops after the current batch; 141, silently, when "
+    "the reader of stdout goes away, as with | head). Rows follow the inputs: arguments in order, "
     "a folder's images and a glob's matches sorted by path, then --from-list's lines."
 )
 _OUTPUT = "Output"
@@ -77,10 +78,10 @@ def predict(
     )
     if format == "table":
         _print_table(shown)
-    skipped = f", {summary.skipped} already in {out}" if summary.skipped else ""
+    skipped = f", {summary.skipped} already in {out} ({summary.failed_before} unreadable)" if summary.skipped else ""
     repaired = f"; went on from the last whole batch in {out} ({summary.cut} bytes after it cut)" if summary.cut else ""
     output.info(f"{'model' if model else 'checkpoint'}: {summary.source}; {summary.images} images, {summary.failed} unreadable{skipped}{repaired}")
-    return 3 if summary.failed else 0
+    return 3 if summary.failed or summary.failed_before else 0
 
 
 def _report_batch(batch: list, shown: list, *, keep: bool) -> None:

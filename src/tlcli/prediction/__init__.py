@@ -2,11 +2,13 @@
 
 ``inputs`` lists what is classified and in which order, ``decoding`` decodes it on worker
 processes, ``classifiers`` holds the PyTorch and onnxruntime backends, ``results`` the output
-formats, ``output_file`` the ``--output``/``--resume`` file, and ``job`` ties them together.
+formats, ``output_file`` the ``--output`` file and ``resume_scan`` how ``--resume`` reads it back,
+and ``job`` ties them together.
 """
 
 from tlcli.prediction.classifiers import load_classifier
-from tlcli.prediction.job import PredictSummary, default_workers, predict
-from tlcli.prediction.results import FORMATS, Prediction
+from tlcli.prediction.decoding import decoding_workers
+from tlcli.prediction.job import PredictSummary, predict
+from tlcli.prediction.results import Prediction
 
-__all__ = ["FORMATS", "Prediction", "PredictSummary", "default_workers", "load_classifier", "predict"]
+__all__ = ["Prediction", "PredictSummary", "decoding_workers", "load_classifier", "predict"]

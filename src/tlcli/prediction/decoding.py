@@ -22,9 +22,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from tlcli.data.images import BadImageError, load_image, open_image_bytes
 from tlcli.errors import TlcliError
+from tlcli.host import available_cores
 from tlcli.prediction.inputs import Item
 
 PREFETCH = 2  # batches decoded ahead, per worker
+
+
+def decoding_workers() -> int:
+    """The default: one process per core beyond the first, at least one, at most eight."""
+    return max(1, min(8, available_cores() - 1))
 
 
 @dataclass
@@ -93,12 +99,28 @@ def decoded_batches(items: Iterator[Item], *, transform: Callable, draft_size: i
         return
     loader = DataLoader(decoder, batch_sampler=_Sampler(batches), num_workers=workers, prefetch_factor=PREFETCH, collate_fn=_stack,
                         worker_init_fn=_quiet_worker)
+    running = iter(loader)
     try:
-        yield from loader
+        yield from running
     except RuntimeError as exc:  # the loader's own report of a worker that died (the OOM killer, a kill -9)
         if "DataLoader worker" not in str(exc):
             raise
         raise TlcliError(f"a decoding worker died ({str(exc).splitlines()[0][:200]}); go on with --resume, or use --workers 0") from None
+    finally:
+        _stop(running)
+
+
+def _stop(running) -> None:
+    """The loader's own shutdown (each worker asked to end, then waited for a few seconds); a
+    worker still decoding after that (a file on a hung network share) is killed, since the
+    termination signals the loader would send it are ignored."""
+    workers = list(getattr(running, "_workers", ()))
+    shutdown = getattr(running, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
 
 
 def _quiet_worker(worker_id: int) -> None:

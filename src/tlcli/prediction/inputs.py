@@ -8,6 +8,7 @@ of millions of paths on stdin costs memory for one batch at a time.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import stat
@@ -98,10 +99,6 @@ def iter_items(arguments: list[str], *, from_list: str | None = None, stdin: Bin
         yield from _expand(argument, stdin)
     if from_list is None:
         return
-    if from_list == STDIN:
-        for line in _list_lines(stdin, "on stdin"):
-            yield from _expand(line, stdin) if line != STDIN else [Item(line, error="'-' inside a list is not an image")]
-        return
-    with _open_list(from_list) as stream:
-        for line in _list_lines(stream, from_list):
+    with contextlib.nullcontext(stdin) if from_list == STDIN else _open_list(from_list) as stream:
+        for line in _list_lines(stream, "on stdin" if from_list == STDIN else from_list):
             yield from _expand(line, stdin) if line != STDIN else [Item(line, error="'-' inside a list is not an image")]

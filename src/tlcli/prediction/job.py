@@ -3,22 +3,22 @@ as the model has seen it, and continue a file a killed job left (``resume``)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import BinaryIO, TextIO
 
 import torch
 
 from tlcli.errors import Interrupted, TlcliError
-from tlcli.host import available_cores
 from tlcli.prediction.classifiers import load_classifier
-from tlcli.prediction.decoding import DecodedBatch, decoded_batches
+from tlcli.prediction.decoding import DecodedBatch, decoded_batches, decoding_workers
 from tlcli.prediction.inputs import Item, iter_items
-from tlcli.prediction.output_file import ResultsFile, open_results
+from tlcli.prediction.output_file import ResultsFile, check_output, open_results
 from tlcli.prediction.results import FORMATS, Prediction, batch_text, footer, header
 from tlcli.stopping import deferred, stop_asked, stopped_by
 
@@ -29,15 +29,8 @@ class PredictSummary:
     images: int = 0  # classified or failed by this run
     failed: int = 0
     skipped: int = 0  # already in the output file (--resume)
+    failed_before: int = 0  # error rows among them
     cut: int = 0  # bytes cut from the output file's end before appending (see output_file)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": str(self.source), "images": self.images, "failed": self.failed, "skipped": self.skipped}
-
-
-def default_workers() -> int:
-    """Decoding processes: one per core beyond the first, at least one, at most eight."""
-    return max(1, min(8, available_cores() - 1))
 
 
 def _first_classifiable(items: Iterator[Item]) -> Iterator[Item]:
@@ -72,29 +65,53 @@ def _predictions(batch: DecodedBatch, probabilities: torch.Tensor | None, classe
 
 
 class _Writer:
-    """Text to a results file or a stream, a batch at a time; signals wait for a batch's write."""
+    """Text to a results file or a stream, a batch at a time. A termination signal waits for a
+    batch's write to a file (a kill leaves whole rows), not to a stream, whose reader may stall."""
 
     def __init__(self, format: str, file: ResultsFile | None, stream: TextIO | None):
         self.format, self.file, self.stream, self.first = format, file, stream, True
 
     def write(self, text: str) -> None:
-        if not text:
-            return
-        with deferred():
-            if self.file is not None:
-                self.file.write(text)
-            elif self.stream is not None:
-                try:
-                    self.stream.write(text)
-                    self.stream.flush()
-                except BrokenPipeError:  # `| head`: the reader has what it wanted
-                    raise Interrupted("the reader of the output closed it", signum=signal.SIGPIPE) from None
-                except OSError as exc:  # stdout on a full disk
-                    raise TlcliError(f"cannot write the output: {exc.strerror or exc}") from None
+        if self.file is not None:
+            self.file.write(text)
+        elif self.stream is not None and text:
+            try:
+                buffer = getattr(self.stream, "buffer", None)  # bytes: a file name need not be UTF-8
+                buffer.write(text.encode("utf-8", errors="surrogateescape")) if buffer else self.stream.write(text)
+                self.stream.flush()
+            except BrokenPipeError:  # `| head`: the reader has what it wanted
+                raise Interrupted("the reader of the output closed it", signum=signal.SIGPIPE) from None
+            except OSError as exc:  # stdout on a full disk
+                raise TlcliError(f"cannot write the output: {exc.strerror or exc}") from None
 
-    def batch(self, predictions: list[Prediction]) -> None:
-        self.write(batch_text(self.format, predictions, first=self.first))
-        self.first = False
+    def batch(self, predictions: list[Prediction], summary: PredictSummary) -> None:
+        with deferred() if self.file is not None else contextlib.nullcontext():
+            self.write(batch_text(self.format, predictions, first=self.first))
+            self.first = False
+            summary.images += len(predictions)
+            summary.failed += sum(1 for p in predictions if p.error)
+
+    def end(self) -> None:
+        """The JSON array's closing bracket, also after a stop: what was written stays valid JSON."""
+        try:
+            self.write(footer(self.format))
+        except (TlcliError, KeyboardInterrupt):
+            pass
+
+
+def _classify(classifier, items: Iterator[Item], k: int, writer: _Writer, summary: PredictSummary, *, batch_size: int,
+              workers: int | None, on_batch: Callable[[list[Prediction]], None], output: Path | None) -> None:
+    batches = decoded_batches(items, transform=classifier.transform, draft_size=classifier.draft_size, batch_size=batch_size,
+                              workers=decoding_workers() if workers is None else workers)
+    try:
+        for batch in batches:
+            predictions = _predictions(batch, classifier(batch.images) if batch.images is not None else None, classifier.classes, k)
+            writer.batch(predictions, summary)
+            on_batch(predictions)
+            if stop_asked():
+                raise Interrupted(_stopped_message(summary, output, signal.SIGUSR1), signum=signal.SIGUSR1)
+    finally:
+        batches.close()  # the decoding workers stop now, whatever ended the loop
 
 
 def predict(
@@ -123,32 +140,27 @@ def predict(
         raise TlcliError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
     if topk < 1 or batch_size < 1:
         raise TlcliError(f"top-k and the batch size must be at least 1, got {topk} and {batch_size}")
+    output = output if format != "table" else None
+    if output is not None:
+        check_output(output, format, resume=resume)
     items = _first_classifiable(iter_items(inputs, from_list=from_list, stdin=stdin))
     classifier = load_classifier(checkpoint, model_file=model_file, device=device)
     k = min(topk, len(classifier.classes))
-    file = open_results(output, format, resume=resume, topk=k, batch_size=batch_size) if output is not None and format != "table" else None
-    summary = PredictSummary(classifier.source, cut=file.cut if file else 0)
+    file = open_results(output, format, resume=resume, topk=k, batch_size=batch_size) if output is not None else None
+    summary = PredictSummary(classifier.source, failed_before=file.failed if file else 0, cut=file.cut if file else 0)
     writer = _Writer(format, file, stream if format != "table" else None)
-    if file is None:
-        writer.write(header(format))
     try:
-        batches = decoded_batches(_not_done(items, file.done if file else Counter(), summary), transform=classifier.transform,
-                                  draft_size=classifier.draft_size, batch_size=batch_size, workers=default_workers() if workers is None else workers)
-        for batch in batches:
-            predictions = _predictions(batch, classifier(batch.images) if batch.images is not None else None, classifier.classes, k)
-            writer.batch(predictions)
-            summary.images += len(predictions)
-            summary.failed += sum(1 for p in predictions if p.error)
-            on_batch(predictions)
-            if stop_asked():
-                raise Interrupted(_stopped_message(summary, output, signal.SIGUSR1), signum=signal.SIGUSR1)
-        writer.write(footer(format))
+        if file is None:
+            writer.write(header(format))
+        _classify(classifier, _not_done(items, file.done if file else Counter(), summary), k, writer, summary,
+                  batch_size=batch_size, workers=workers, on_batch=on_batch, output=output)
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, Interrupted) and interrupt.signum != signal.SIGPIPE:
             raise
         signum = getattr(interrupt, "signum", signal.SIGINT)
         raise Interrupted(_stopped_message(summary, output, signum), signum=signum) from None
     finally:
+        writer.end()
         if file is not None:
             file.close()
     return summary
@@ -159,4 +171,3 @@ def _stopped_message(summary: PredictSummary, output: Path | None, signum: int) 
     if output is None:
         return f"{stopped_by(signum)} after {done}"
     return f"{stopped_by(signum)} after {done}; continue with the same command and --resume: {output} holds whole rows"
-

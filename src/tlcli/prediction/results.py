@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-CSV_HEADER = ("path", "rank", "label", "probability", "error")
+CSV_HEADER = ["path", "rank", "label", "probability", "error"]
 FORMATS = ("table", "csv", "jsonl", "json")
 STREAMED = ("csv", "jsonl")  # the formats a file can be resumed in
 
@@ -42,24 +42,27 @@ def csv_rows(predictions: Iterable[Prediction]) -> list[list[str]]:
     return rows
 
 
-def _csv_text(rows: Iterable[Iterable[str]]) -> str:
+def csv_text(rows: Iterable[Iterable[str]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
 
 
+def json_line(document: dict[str, Any]) -> str:
+    return json.dumps(document, ensure_ascii=False) + "\n"
+
+
 def header(format: str) -> str:
-    return {"csv": _csv_text([CSV_HEADER]), "json": "["}.get(format, "")
+    return {"csv": csv_text([CSV_HEADER]), "json": "["}.get(format, "")
 
 
 def batch_text(format: str, predictions: list[Prediction], *, first: bool) -> str:
     """The text of one batch; ``first`` tells the JSON array whether a comma goes before it."""
     if format == "csv":
-        return _csv_text(csv_rows(predictions))
+        return csv_text(csv_rows(predictions))
     if format == "jsonl":
-        return "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions)
-    items = ",\n".join(json.dumps(p.to_dict(), ensure_ascii=False) for p in predictions)
-    return ("\n" if first else ",\n") + items if predictions else ""
+        return "".join(json_line(p.to_dict()) for p in predictions)
+    return ("\n" if first else ",\n") + ",\n".join(json.dumps(p.to_dict(), ensure_ascii=False) for p in predictions)
 
 
 def footer(format: str) -> str:
