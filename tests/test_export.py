@@ -122,15 +122,32 @@ def test_an_int8_model_that_loses_too_much_is_refused_and_not_written(run, tmp_p
     from tlcli.export import export_checkpoint
 
     target = tmp_path / "kept.onnx"
-    target.write_bytes(b"the user's earlier file")
+    export_checkpoint(str(run), out=target)  # an earlier export, which a refused one must leave as it is
+    earlier = target.read_bytes()
     # No int8 model is ten points more accurate than its own fp32 model: a bound of -10 refuses any.
-    with pytest.raises(TlcliError, match="loses .* more than --max-accuracy-drop -10: not written"):
+    with pytest.raises(TlcliError, match=r"loses .* more than --max-accuracy-drop -10: .*kept.onnx not written \(the file there is an earlier"):
         export_checkpoint(str(run), quantize="int8", out=target, calibration_images=16, max_accuracy_drop=-10)
-    assert target.read_bytes() == b"the user's earlier file"
+    assert target.read_bytes() == earlier
     assert sorted(path.name for path in tmp_path.iterdir()) == ["kept.onnx"]
 
 
-@pytest.mark.parametrize("arguments", [["--quantize", "int4"], ["--quantize", "int8", "--format", "torchscript"], ["--max-accuracy-drop", "-1"]])
+def test_export_replaces_only_an_earlier_export(run_cli, run, tmp_path):
+    import os
+
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("the user's notes")
+    os.mkfifo(tmp_path / "pipe.onnx")
+    (tmp_path / "link.onnx").symlink_to(notes)
+    for target in (notes, tmp_path / "pipe.onnx", tmp_path / "link.onnx"):
+        refused = run_cli("export", str(run), "--out", str(target))
+        assert refused.code == 1 and "choose another --out" in refused.stderr, refused.stderr
+    assert notes.read_text() == "the user's notes" and (tmp_path / "link.onnx").is_symlink()
+    for format, name in (("onnx", "model.onnx"), ("torchscript", "model.pt")):  # its own earlier export, replaced
+        assert [run_cli("export", str(run), "-f", format, "--out", str(tmp_path / name)).code for _ in range(2)] == [0, 0]
+
+
+@pytest.mark.parametrize("arguments", [["--quantize", "int4"], ["--quantize", "int8", "--format", "torchscript"], ["--max-accuracy-drop", "-1"],
+                                       ["--max-accuracy-drop", "2"], ["--calibration-images", "10"]])
 def test_bad_quantization_options_are_usage_errors(run_cli, run, arguments):
     result = run_cli("export", str(run), *arguments)
     assert result.code == 2, result.stderr

@@ -146,6 +146,7 @@ def test_resume_never_changes_a_file_tlcli_did_not_write(digits, tmp_path, run_c
     (["-", "--from-list", "-"], "stdin can be read once"),
     ([], "give images to classify"),
     (["x.png", "--workers", "-1"], "--workers"),
+    (["x.png", "--model", "m.onnx"], "not both"),
 ])
 def test_usage_errors_exit_2_before_anything_is_read(run_cli, arguments, message):
     result = run_cli("predict", *arguments, "-c", "no-such-run")
@@ -164,6 +165,29 @@ def test_a_fifo_or_device_as_output_gets_the_whole_stream_header_included(digits
     predict([str(digits["images"] / "3")], checkpoint=digits["run"], output=fifo, topk=1, workers=0)
     reader.join(timeout=30)
     assert received[0].decode() == _text(digits, [digits["images"] / "3"], topk=1, workers=0)
+
+
+def test_a_pipe_as_an_image_a_list_with_a_bom_and_names_that_are_not_utf8(digits, tmp_path):
+    import threading
+
+    image = digits["images"] / "4" / "0004.png"
+    pipe = tmp_path / "image-pipe"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=lambda: pipe.write_bytes(image.read_bytes()))
+    writer.start()
+    piped = _text(digits, [pipe], topk=2)
+    writer.join(timeout=30)
+    assert piped == _text(digits, [image], topk=2).replace(str(image), str(pipe))
+    listed = tmp_path / "list.txt"
+    listed.write_bytes(b"\xef\xbb\xbf" + str(image).encode() + b"\n")  # a list saved by Notepad
+    assert _text(digits, [], from_list=str(listed), topk=2) == _text(digits, [image], topk=2)
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/bad\xff.png"))
+    odd.write_bytes(image.read_bytes())
+    for format in ("jsonl", "json"):
+        text = _text(digits, [odd], topk=1, format=format)
+        text.encode("utf-8")  # valid UTF-8, and the name comes back byte for byte
+        entries = json.loads(text) if format == "json" else [json.loads(text)]
+        assert os.fsencode(entries[0]["path"]) == os.fsencode(odd)
 
 
 def test_exit_codes_and_endless_or_odd_inputs(digits, run_cli, tmp_path):

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,7 @@ def export_checkpoint(
     preprocess = built.preprocess
     suffix = {"onnx": ".int8.onnx" if quantize == "int8" else ".onnx", "torchscript": ".torchscript.pt"}[format]
     target = Path(out) if out else path.with_suffix(suffix)
+    _check_target(target)
     run_images = None
     if quantize == "int8":
         from tlcli.quantization import run_images as load_run_images
@@ -157,6 +160,28 @@ def export_checkpoint(
             result.quantized = quantize_int8(graph, target, preprocess=preprocess, embedded=embed_preprocessing, images=run_images,
                                              calibration_images=calibration_images, max_drop_points=max_accuracy_drop, metadata=metadata)
     return result
+
+
+def _check_target(target: Path) -> None:
+    """An export replaces only an earlier export: ``--out`` may name a user's file, a device or a link."""
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink() or not target.is_file():
+        raise ExportError(f"{target} exists and is not a regular file (a link, a device, a FIFO or a folder): choose another --out")
+    if not _is_tlcli_export(target):
+        raise ExportError(f"{target} exists and is not a model tlcli exported: remove it yourself or choose another --out")
+
+
+def _is_tlcli_export(path: Path) -> bool:
+    if zipfile.is_zipfile(path):  # TorchScript: the extra files sit in the archive's extra/ folder
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/extra/tlcli.classes.json") for name in archive.namelist())
+    try:
+        import onnx
+
+        return any(entry.key == "tlcli.classes" for entry in onnx.load(str(path), load_external_data=False).metadata_props)
+    except Exception:  # not a readable ONNX model (onnx raises protobuf's and its own errors)
+        return False
 
 
 def _exported(model: nn.Module, inputs: torch.Tensor, target: Path, *, format: str, arch: str, **options):

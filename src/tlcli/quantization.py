@@ -196,7 +196,7 @@ def quantize_int8(fp32: Path, target: Path, *, preprocess: Preprocess, embedded:
             _quantize(prepared, int8, calibration, layers[:kept])
             if (reference - _accuracy(*_predictions(int8, batches(images.val)), images.labels)) * 100 <= max_drop_points:
                 break
-        parity = _test_parity(fp32, int8, lambda: batches(images.test), images, calibrated=calibration.images,
+        parity = _test_parity(fp32, int8, target, lambda: batches(images.test), images, calibrated=calibration.images,
                               max_drop_points=max_drop_points, kept=kept, layers=len(layers))
         _write(int8, target, {**metadata, "tlcli.quantized": "int8", "tlcli.calibration_images": str(calibration.images),
                               "tlcli.fp32_layers": str(kept)})
@@ -209,8 +209,8 @@ def _input_name(model: Path) -> str:
     return onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].name
 
 
-def _test_parity(fp32: Path, int8: Path, batches: Callable[[], Iterator], images: RunImages, *, calibrated: int, max_drop_points: float,
-                 kept: int, layers: int) -> QuantizedParity:
+def _test_parity(fp32: Path, int8: Path, target: Path, batches: Callable[[], Iterator], images: RunImages, *, calibrated: int,
+                 max_drop_points: float, kept: int, layers: int) -> QuantizedParity:
     """The int8 model against fp32 on the test split; raises when it loses too much there."""
     fp32_predicted, labels = _predictions(fp32, batches())
     int8_predicted, _ = _predictions(int8, batches())
@@ -222,7 +222,8 @@ def _test_parity(fp32: Path, int8: Path, batches: Callable[[], Iterator], images
         raise TlcliError(
             f"the int8 model loses {parity.drop_points:.1f} points of {parity.split} accuracy (fp32 {parity.fp32_accuracy:.1%}, "
             f"int8 {parity.int8_accuracy:.1%} on {parity.images} images, its first {kept} of {layers} layers in fp32), more than "
-            f"--max-accuracy-drop {max_drop_points:g}: not written; calibrate on more images (--calibration-images) or deploy the fp32 export")
+            f"--max-accuracy-drop {max_drop_points:g}: {target} not written" + (" (the file there is an earlier export's)" if target.exists() else "")
+            + "; calibrate on more images (--calibration-images), or export fp32 (without --quantize)")
     return parity
 
 

@@ -23,6 +23,7 @@ def _quantization(value: str) -> str:
 
 
 def export(
+    ctx: typer.Context,
     checkpoint: Annotated[Optional[str], typer.Argument(help="A checkpoint file, run folder or run name [default: the latest run's best.pt].")] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="onnx | torchscript.")] = "onnx",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file [default: beside the checkpoint, its name with .onnx or .torchscript.pt].")] = None,
@@ -39,10 +40,16 @@ def export(
 
     Class names and preprocessing are stored in the file (ONNX metadata_props, TorchScript extra
     files). Parity: maximum absolute logit difference and top-1 agreement on 8 images. With
-    --quantize int8 the ONNX model is also quantized for CPUs (best.int8.onnx) and its accuracy
-    compared with fp32 on the run's test split; 'tlcli predict --model' runs either file.
+    --quantize int8 the ONNX model is quantized for CPUs and written instead of the fp32 one
+    (best.int8.onnx), once its accuracy on the run's test split is within --max-accuracy-drop of
+    fp32's; 'tlcli predict --model' runs either file. An existing --out is replaced only if it
+    is an earlier tlcli export.
     """
     from tlcli.export import PARITY_TOLERANCE, export_checkpoint
+
+    for name, flag in (("calibration_images", "--calibration-images"), ("max_accuracy_drop", "--max-accuracy-drop")):
+        if quantize == "none" and getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE":
+            raise typer.BadParameter(f"{flag} is for --quantize int8", param_hint=flag)
 
     result = export_checkpoint(
         checkpoint, format=format, out=out, opset=opset, dynamic_batch=dynamic_batch, embed_preprocessing=embed_preprocessing, data=data,

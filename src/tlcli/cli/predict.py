@@ -65,6 +65,8 @@ def predict(
     from tlcli.prediction import predict as run_predict
 
     format = _format(as_csv, as_jsonl, as_json, out, resume)
+    if model is not None and checkpoint is not None:
+        raise typer.BadParameter("give a checkpoint (--checkpoint) or an ONNX model (--model), not both", param_hint="--model")
     images = images or []
     if images.count("-") + (from_list == "-") > 1:
         raise typer.BadParameter("stdin can be read once: as one image (-) or as the list (--from-list -), not both")

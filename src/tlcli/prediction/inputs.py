@@ -22,8 +22,8 @@ from tlcli.data.images import has_image_extension, is_hidden
 from tlcli.errors import TlcliError
 
 STDIN = "-"
-# The largest image read from standard input: a stream has no size to check beforehand.
-STDIN_IMAGE_LIMIT = 256 * 2**20
+# The largest image read from standard input or a pipe: a stream has no size to check beforehand.
+STREAM_IMAGE_LIMIT = 256 * 2**20
 # The longest line of a list file: a path, not a stream of zeros (/dev/zero has no newlines).
 LIST_LINE_LIMIT = 4096
 
@@ -44,13 +44,29 @@ def _folder_images(folder: Path) -> list[Path]:
     )
 
 
+def _streamed(name: str, stream: BinaryIO) -> Item:
+    """One image read whole from a stream, which has no size to check beforehand."""
+    data = stream.read(STREAM_IMAGE_LIMIT + 1)
+    if len(data) > STREAM_IMAGE_LIMIT:
+        return Item(name, error=f"larger than {STREAM_IMAGE_LIMIT:,} bytes, the most read of an image from a stream")
+    return Item(name, data) if data else Item(name, error="nothing to read (an empty stream)")
+
+
+def _special(name: str, path: Path) -> Item:
+    """A pipe (``<(curl ...)``, a FIFO) or a device, read now; opened without blocking, so that a
+    FIFO nobody writes to reads as empty instead of hanging."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        return Item(name, error=f"cannot be read: {exc.strerror or exc}")
+    os.set_blocking(descriptor, True)
+    with os.fdopen(descriptor, "rb") as stream:
+        return _streamed(name, stream)
+
+
 def _expand(argument: str, stdin: BinaryIO) -> Iterator[Item]:
     if argument == STDIN:
-        data = stdin.read(STDIN_IMAGE_LIMIT + 1)
-        if len(data) > STDIN_IMAGE_LIMIT:
-            yield Item(STDIN, error=f"larger than {STDIN_IMAGE_LIMIT:,} bytes, the most read of an image from stdin")
-        else:
-            yield Item(STDIN, data)
+        yield _streamed(STDIN, stdin)
         return
     path = Path(argument)
     if path.is_dir():
@@ -58,8 +74,10 @@ def _expand(argument: str, stdin: BinaryIO) -> Iterator[Item]:
         yield from (Item(str(image), image) for image in images)
         if not images:
             yield Item(argument, error="no image files in this folder")
-    elif path.is_file() or path.exists():  # a device or a FIFO is named and then refused by the decoder
+    elif path.is_file():
         yield Item(argument, path)
+    elif path.exists():
+        yield _special(argument, path)
     elif any(c in argument for c in "*?["):
         matches = sorted(Path(m) for m in glob.glob(argument, recursive=True) if Path(m).is_file())
         yield from (Item(str(match), match) for match in matches)
@@ -73,7 +91,7 @@ def _list_lines(stream: BinaryIO, name: str) -> Iterator[str]:
     for number, raw in enumerate(iter(lambda: stream.readline(LIST_LINE_LIMIT + 1), b""), start=1):
         if len(raw) > LIST_LINE_LIMIT and not raw.endswith(b"\n"):
             raise TlcliError(f"line {number} of the list {name} is longer than {LIST_LINE_LIMIT:,} bytes: it is not a list of paths")
-        line = raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
+        line = raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n").removeprefix("\ufeff" if number == 1 else "")
         if line.strip():
             yield line
 

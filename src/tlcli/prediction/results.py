@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -48,8 +49,17 @@ def csv_text(rows: Iterable[Iterable[str]]) -> str:
     return buffer.getvalue()
 
 
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # a file name's bytes that are not UTF-8 (surrogateescape)
+
+
+def _json(document: dict[str, Any]) -> str:
+    """JSON that stays valid UTF-8 whatever the file names: their undecodable bytes as \\udcXX
+    escapes, which json.loads turns back into the same surrogates."""
+    return _UNDECODABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", json.dumps(document, ensure_ascii=False))
+
+
 def json_line(document: dict[str, Any]) -> str:
-    return json.dumps(document, ensure_ascii=False) + "\n"
+    return _json(document) + "\n"
 
 
 def header(format: str) -> str:
@@ -62,7 +72,7 @@ def batch_text(format: str, predictions: list[Prediction], *, first: bool) -> st
         return csv_text(csv_rows(predictions))
     if format == "jsonl":
         return "".join(json_line(p.to_dict()) for p in predictions)
-    return ("\n" if first else ",\n") + ",\n".join(json.dumps(p.to_dict(), ensure_ascii=False) for p in predictions)
+    return ("\n" if first else ",\n") + ",\n".join(_json(p.to_dict()) for p in predictions)
 
 
 def footer(format: str) -> str:
