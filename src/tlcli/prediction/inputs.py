@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import select
 import stat
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from tlcli.errors import TlcliError
 STDIN = "-"
 # The largest image read from standard input or a pipe: a stream has no size to check beforehand.
 STREAM_IMAGE_LIMIT = 256 * 2**20
+FIFO_WAIT = 10  # seconds a FIFO given as an image may wait for its writer
 # The longest line of a list file: a path, not a stream of zeros (/dev/zero has no newlines).
 LIST_LINE_LIMIT = 4096
 
@@ -53,12 +55,18 @@ def _streamed(name: str, stream: BinaryIO) -> Item:
 
 
 def _special(name: str, path: Path) -> Item:
-    """A pipe (``<(curl ...)``, a FIFO) or a device, read now; opened without blocking, so that a
-    FIFO nobody writes to reads as empty instead of hanging."""
+    """A pipe (``<(curl ...)``, a FIFO) or a device, read now. Opened without blocking, then a
+    FIFO is given ``FIFO_WAIT`` seconds for a writer to come, instead of hanging for one."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         return Item(name, error=f"cannot be read: {exc.strerror or exc}")
+    if stat.S_ISFIFO(os.fstat(descriptor).st_mode):
+        waiting = select.poll()
+        waiting.register(descriptor, select.POLLIN)
+        if not waiting.poll(FIFO_WAIT * 1000):
+            os.close(descriptor)
+            return Item(name, error=f"a FIFO nobody wrote to within {FIFO_WAIT} s")
     os.set_blocking(descriptor, True)
     with os.fdopen(descriptor, "rb") as stream:
         return _streamed(name, stream)
