@@ -14,14 +14,6 @@ _INT8 = "Quantization"
 EPILOG = "Exit codes: 0 exported and parity holds, 1 a failure, a failed parity check or an int8 model refused for its accuracy, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."
 
 
-def _quantization(value: str) -> str:
-    from tlcli.export import QUANTIZATIONS
-
-    if value not in QUANTIZATIONS:
-        raise typer.BadParameter(f"'{value}' is not one of {', '.join(QUANTIZATIONS)}")
-    return value
-
-
 def export(
     ctx: typer.Context,
     checkpoint: Annotated[Optional[str], typer.Argument(help="A checkpoint file, run folder or run name [default: the latest run's best.pt].")] = None,
@@ -31,7 +23,7 @@ def export(
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--fixed-batch", help="Let the exported model take any batch size.", rich_help_panel=_GRAPH)] = True,
     embed_preprocessing: Annotated[bool, typer.Option("--embed-preprocessing", help="Normalise inside the graph: the model takes resized uint8 RGB.", rich_help_panel=_GRAPH)] = False,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Check parity on these images [default: generated images; with --quantize, the run's own data].")] = None,
-    quantize: Annotated[str, typer.Option("--quantize", help="none | int8: onnxruntime's static int8 quantization, calibrated on the run's training images and checked on its test split.", rich_help_panel=_INT8, callback=_quantization)] = "none",
+    quantize: Annotated[str, typer.Option("--quantize", help="none | int8: onnxruntime's static int8 quantization, calibrated on the run's training images and checked on its test split.", rich_help_panel=_INT8)] = "none",
     calibration_images: Annotated[int, typer.Option("--calibration-images", min=1, help="Training images that calibrate the int8 activation ranges.", rich_help_panel=_INT8)] = 256,
     max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", min=0.0, max=100.0, help="Refuse the int8 model (write nothing) when it loses more test accuracy than this many points.", rich_help_panel=_INT8)] = 1.0,
     as_json: options.JsonOption = False,

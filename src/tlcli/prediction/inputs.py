@@ -46,6 +46,14 @@ def _folder_images(folder: Path) -> list[Path]:
     )
 
 
+def _open_without_waiting(path: Path) -> int:
+    """A descriptor for reading, opened without blocking (a FIFO's open waits for a writer) and
+    then made blocking again, so that reads wait for data as usual."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(descriptor, True)
+    return descriptor
+
+
 def _streamed(name: str, stream: BinaryIO) -> Item:
     """One image read whole from a stream, which has no size to check beforehand."""
     data = stream.read(STREAM_IMAGE_LIMIT + 1)
@@ -58,7 +66,7 @@ def _special(name: str, path: Path) -> Item:
     """A pipe (``<(curl ...)``, a FIFO) or a device, read now. Opened without blocking, then a
     FIFO is given ``FIFO_WAIT`` seconds for a writer to come, instead of hanging for one."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        descriptor = _open_without_waiting(path)
     except OSError as exc:
         return Item(name, error=f"cannot be read: {exc.strerror or exc}")
     if stat.S_ISFIFO(os.fstat(descriptor).st_mode):
@@ -67,7 +75,6 @@ def _special(name: str, path: Path) -> Item:
         if not waiting.poll(FIFO_WAIT * 1000):
             os.close(descriptor)
             return Item(name, error=f"a FIFO nobody wrote to within {FIFO_WAIT} s")
-    os.set_blocking(descriptor, True)
     with os.fdopen(descriptor, "rb") as stream:
         return _streamed(name, stream)
 
@@ -108,13 +115,12 @@ def _open_list(name: str) -> BinaryIO:
     """Opened without blocking, so that a FIFO nobody writes to reads as empty instead of hanging;
     a pipe with a writer (``--from-list <(find ...)``) is then read as it is written."""
     try:
-        descriptor = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+        descriptor = _open_without_waiting(Path(name))
     except OSError as exc:
         raise TlcliError(f"cannot read the list {name}: {exc.strerror or exc}") from None
     if stat.S_ISDIR(os.fstat(descriptor).st_mode):
         os.close(descriptor)
         raise TlcliError(f"the list {name} is a folder; give a file of paths, one a line")
-    os.set_blocking(descriptor, True)
     return os.fdopen(descriptor, "rb")
 
 
