@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The beans report: ResNet18 with 0 to 4 residual stages frozen; batch 16, lr 1e-4, up to 30
+# Reproduces a notebook study ("report") of bean-leaf diseases: how much of a pretrained network to
+# freeze. ResNet18 with 0 to 4 residual stages frozen; batch 16, lr 1e-4, up to 30
 # epochs, best checkpoint on val_loss, early stopping patience 10, TensorBoard logs, mixed
 # precision, deterministic mode. Compared by trainable parameters vs training time vs test
 # accuracy, with the six plots (accuracy, loss, over-fitting gap, convergence, parameters vs

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CIFAR-10 report: a CNN from scratch (2,122,186 parameters) against a frozen ImageNet
+# Reproduces a notebook study ("report") of CIFAR-10: does transfer learning beat training from scratch?
+# A CNN from scratch (2,122,186 parameters) against a frozen ImageNet
 # backbone, compared by validation accuracy, the train-val gap (over- vs under-fitting),
 # per-class precision/recall/F1 and learning curves.
 # Data: CIFAR-10's "python version" in data/cifar10/cifar-10-batches-py/ (or add --download).

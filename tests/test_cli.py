@@ -51,9 +51,9 @@ def test_debug_adds_the_traceback(run_cli):
     assert "Traceback" in result.stderr and "ModelError" in result.stderr
 
 
-def test_bad_hidden_sizes_are_a_clear_error(run_cli):
+def test_bad_hidden_sizes_are_a_usage_error(run_cli):
     result = run_cli("summary", "--arch", "mlp", "--hidden", "128,x")
-    assert result.code == 1 and "--hidden" in result.stderr
+    assert result.code == 2 and result.stderr == "Error: hidden takes comma-separated whole numbers such as 128,64; got '128,x'\n"
 
 
 def test_models_lists_and_filters(run_cli):
@@ -88,3 +88,26 @@ def test_tables_in_a_pipe_are_plain_ascii(run_cli):
     result = run_cli("models", "resnet1")
     assert result.code == 0
     assert "| resnet18" in result.stdout and result.stdout.isascii()
+
+
+def test_a_missing_data_folder_is_said_before_the_missing_imagenet_weights(run_cli, tmp_path):
+    result = run_cli("train", "--data", str(tmp_path / "nowhere"), "--arch", "resnet18")  # no weights cached in the scratch TORCH_HOME
+    assert result.code == 1 and result.stderr.startswith(f"Error: no data set '{tmp_path / 'nowhere'}': it is not a folder")
+
+
+def test_summary_without_a_run_names_the_checkpoints_folder_in_use(run_cli, checkpoints_dir):
+    result = run_cli("summary", "--depth", "0")
+    assert result.code == 0 and result.stderr.startswith(f"no run in {checkpoints_dir} yet: showing efficientnet_b0")
+
+
+@pytest.mark.parametrize("args", [["compare", "--sweep", "epochs"], ["compare", "--run", "no name"], ["export", "--format", "coreml"],
+                                  ["sanity", "--out", "x"], ["lr-find", "--patience", "3"]])
+def test_usage_errors_exit_2(run_cli, args):
+    assert run_cli(*args).code == 2
+
+
+def test_the_linear_probe_names_the_optimiser_settings_it_does_not_use(run_cli):
+    result = run_cli("train", "--arch", "timm:test_resnet", "--input-size", "32", "--weights", "none", "--freeze", "backbone", "--head-fit", "probe", "--lr", "0.01", "--schedule", "step",
+                     "--epochs", "1", "--workers", "0")
+    assert result.code == 0, result.stderr
+    assert "linear probe (L-BFGS, its L2 strength chosen on the validation split), so --lr 0.01, --schedule step do not apply" in result.stderr

@@ -8,7 +8,6 @@ import errno
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from tlcli.resuming import resume
 from tlcli.training import train
 
 from conftest import tiny_run_options
+from forked_cli import forked_tlcli
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -40,14 +40,22 @@ def _config(data: Path, out: Path, *, epochs: int, overwrite: bool = False) -> T
                        run=RunConfig(epochs=epochs, out=str(out), workers=0, deterministic=True, overwrite=overwrite))
 
 
-def _train_killed_at(call: int, options: list[str], folder: Path, calls_log: Path) -> subprocess.CompletedProcess:
-    """``tlcli train OPTIONS`` in a fresh process that SIGKILLs itself just before its ``call``-th
-    os.replace, os.link or os.fsync under ``folder`` (0: never); those calls are listed in ``calls_log``.
-    ``folder`` is its checkpoints folder too, so that pointing `latest` at the run is among them."""
+@pytest.fixture(scope="module")
+def killable_tlcli(tmp_path_factory):
+    """tlcli forked from a server that imported torch once, with tests/kill_hook's calls in place."""
     path = os.pathsep.join([str(KILL_HOOK), str(Path(tlcli.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path, "TLCLI_KILL_DIR": str(folder), "TLCLI_KILL_AT": str(call), "TLCLI_KILL_LOG": str(calls_log),
+    with forked_tlcli(tmp_path_factory.mktemp("killable"), env={**os.environ, "PYTHONPATH": path, "TLCLI_KILL_HOOK": "lazy"}) as command:
+        yield command
+
+
+def _train_killed_at(command: list[str], call: int, options: list[str], folder: Path, calls_log: Path) -> subprocess.CompletedProcess:
+    """``tlcli train OPTIONS`` in a fresh process (forked by ``command``'s server) that SIGKILLs
+    itself just before its ``call``-th os.replace, os.link or os.fsync under ``folder`` (0: never);
+    those calls are listed in ``calls_log``. ``folder`` is its checkpoints folder too, so that
+    pointing `latest` at the run is among them."""
+    env = {**os.environ, "TLCLI_KILL_DIR": str(folder), "TLCLI_KILL_AT": str(call), "TLCLI_KILL_LOG": str(calls_log),
            "TLCLI_CHECKPOINTS_DIR": str(folder)}
-    return subprocess.run([sys.executable, "-m", "tlcli", "train", *options], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*command, "train", *options], env=env, capture_output=True, text=True, timeout=300)
 
 
 def _assert_best_not_behind(run: Path, where: str) -> bool:
@@ -72,9 +80,9 @@ def _assert_whole(run: Path, reference: dict, where: str) -> None:
     assert sorted(os.listdir(run.parent)) == ["latest", "run"], where
 
 
-def test_a_kill_at_any_point_of_the_last_epochs_save_is_repaired_by_resume(tiny, tmp_path, run_cli, monkeypatch):
+def test_a_kill_at_any_point_of_the_last_epochs_save_is_repaired_by_resume(tiny, tmp_path, run_cli, monkeypatch, killable_tlcli):
     calls_log = tmp_path / "calls.txt"
-    whole = _train_killed_at(0, _options(tiny, tmp_path / "whole" / "run"), tmp_path / "whole", calls_log)
+    whole = _train_killed_at(killable_tlcli, 0, _options(tiny, tmp_path / "whole" / "run"), tmp_path / "whole", calls_log)
     assert whole.returncode == 0, whole.stderr
     reference = load_checkpoint(tmp_path / "whole" / "run" / "best.pt")
     assert reference["progress"]["epoch"] == 2  # so the last epoch's save writes best.pt as well as last.pt
@@ -87,8 +95,8 @@ def test_a_kill_at_any_point_of_the_last_epochs_save_is_repaired_by_resume(tiny,
     for call in kill_points:
         where = f"killed before call {call}, {calls[call - 1]}"
         folder = tmp_path / f"killed-{call}"
-        killed = _train_killed_at(call, _options(tiny, folder / "run"), folder, tmp_path / "killed-calls.txt")
-        assert killed.returncode == -signal.SIGKILL, (where, killed.stderr)
+        killed = _train_killed_at(killable_tlcli, call, _options(tiny, folder / "run"), folder, tmp_path / "killed-calls.txt")
+        assert killed.returncode == 128 + signal.SIGKILL, (where, killed.stderr)  # as the server reports it
         ahead = _assert_best_not_behind(folder / "run", where)
         monkeypatch.setenv("TLCLI_CHECKPOINTS_DIR", str(folder))
         resumed = run_cli("train", "--resume", folder / "run" / "last.pt")

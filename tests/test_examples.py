@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from forked_cli import forked_tlcli
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED = {
+    "demo.sh": ["phase1/best.pt", "phase2/best.pt", "phase2-test.json", "phase2/eval-test/metrics.json", "samples/test"],
     "pokemon.sh": ["phase2/best.pt", "phase2/report.html", "phase2/eval-test/confusion_matrix.png"],
     "cifar10.sh": ["comparison.csv", "test_accuracy.png", "report.md", "runs/cnn/best.pt", "runs/transfer/best.pt"],
     "flowers.sh": ["phase1/best.pt", "phase2/best.pt", "phase2/report.md", "flowers.onnx"],
@@ -22,30 +24,34 @@ EXPECTED = {
 
 def test_every_example_is_covered():
     assert {path.name for path in EXAMPLES.glob("*.sh")} == set(EXPECTED)
-
-
-FORKED_CLI = Path(__file__).resolve().parent / "forked_cli.py"
+    assert {path.name for path in EXAMPLES.glob("*.py")} == {"from_python.py"}
 
 
 @pytest.fixture(scope="module")
 def tlcli_command(tmp_path_factory):
     """What the scripts run as `$TLCLI`: tlcli forked from a process that imported torch once."""
-    socket_path = tmp_path_factory.mktemp("forked-cli") / "socket"
-    server = subprocess.Popen([sys.executable, str(FORKED_CLI), "serve", str(socket_path)])
-    while not socket_path.exists():
-        assert server.poll() is None, "the tlcli server did not start"
-        time.sleep(0.05)
-    yield f"{sys.executable} {FORKED_CLI} {socket_path}"
-    server.kill()
-    server.wait()
+    with forked_tlcli(tmp_path_factory.mktemp("forked-cli")) as command:
+        yield " ".join(command)
 
 
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_example_runs_in_smoke_mode(script, tmp_path, tlcli_command):
-    env = {**os.environ, "SMOKE": "1", "OUT": str(tmp_path / "out"), "TLCLI": tlcli_command,
+    env = {**os.environ, "SMOKE": "1", "OUT": str(tmp_path / "out"), "TLCLI": tlcli_command, "PYTHON": sys.executable,
            "TLCLI_CHECKPOINTS_DIR": str(tmp_path / "checkpoints")}
     done = subprocess.run(["bash", str(EXAMPLES / script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     for expected in EXPECTED[script]:
         assert (tmp_path / "out" / expected).exists(), expected
+
+
+def test_the_python_example_runs_in_smoke_mode(tmp_path, monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.setenv("SMOKE", "1")
+    monkeypatch.setenv("OUT", str(tmp_path / "out"))
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(EXAMPLES / "from_python.py"), run_name="__main__")
+    printed = capsys.readouterr().out
+    assert "phase 1: test accuracy" in printed and "phase 2: test accuracy" in printed and "parity pass" in printed
+    assert (tmp_path / "out" / "phase2" / "best.torchscript.pt").exists()

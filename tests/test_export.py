@@ -119,7 +119,7 @@ def test_int8_export_is_calibrated_on_the_run_and_checked_on_its_test_split(run_
 
 def test_an_int8_model_that_loses_too_much_is_refused_and_not_written(run, tmp_path):
     from tlcli.errors import TlcliError
-    from tlcli.export import export_checkpoint
+    from tlcli.exporting import export_checkpoint
 
     target = tmp_path / "kept.onnx"
     export_checkpoint(str(run), out=target)  # an earlier export, which a refused one must leave as it is

@@ -68,7 +68,7 @@ def test_help_shows_every_default_an_example_and_no_eaten_brackets(help_of, path
     for param in command.params:
         if not _must_show_a_default(param):
             continue
-        name = next((opt for opt in param.opts if opt.startswith("--")), param.name)
+        name = next((opt for opt in param.opts if opt.startswith("--")), param.name.upper())  # arguments in capitals
         assert name in rows, f"{name} missing from the help"
         assert rows[name].count("[default:") == 1, f"{name} shows no default, or two: {rows[name]}"
     examples = text.partition("Examples:")[2].partition("Exit codes")[0]
@@ -92,7 +92,7 @@ def test_the_defaults_the_issue_named_show(help_of):
     assert "[default: backbone with pretrained weights, else none]" in rows["--freeze"]
     assert "[default: 10;" in rows["--epochs"]
     assert "tlcli[tensorboard]" in rows["--tensorboard"]
-    assert "[default: the latest run's best.pt]" in _rows(help_of(["evaluate"]))["checkpoint"]
+    assert "[default: the latest run's best.pt]" in _rows(help_of(["evaluate"]))["CHECKPOINT"]
     compare = _rows(help_of(["compare"]))
     assert "[runs]" in compare["--config"] and "[sweep]" in compare["--config"]
     assert "143 SIGTERM" in help_of([]) and "143 SIGTERM" in help_of(["train"])
@@ -104,3 +104,12 @@ def test_lr_help_matches_its_check(help_of, run_cli):
     # Nothing named here exists: exit 2 shows the value was refused before anything was read.
     for refused in (run_cli("train", "--data", "nowhere", "--lr", "0"), run_cli("finetune", "--from", "nowhere", "--lr", "0")):
         assert refused.code == 2 and "'--lr': 0 is not > 0" in refused.stderr, refused.stderr
+
+
+def test_the_options_reference_in_docs_is_generated_from_the_current_code():
+    from pathlib import Path
+
+    from tlcli.cli.reference import options_reference
+
+    written = (Path(__file__).resolve().parent.parent / "docs" / "options.md").read_text()
+    assert written == options_reference(), "docs/options.md is out of date: run make docs"

@@ -14,11 +14,12 @@ SOURCE = Path(tlcli.__file__).parent
 
 # A unit is a subpackage or a top-level module of tlcli.
 LAYERS = (
-    {"tlcli", "errors", "config", "files", "host", "vision", "cache", "runs", "run_files", "stopping", "metrics", "plots"},
+    {"version", "errors", "config", "files", "host", "vision", "cache", "runs", "run_files", "stopping", "metrics", "plots"},
     {"data", "models"},
     {"engine", "checkpoint", "features", "pipeline", "prepare", "recovery"},
-    {"training", "resuming", "evaluation", "prediction", "export", "quantization", "diagnostics", "report", "serving", "study"},
-    {"bench", "cli", "__main__"},
+    {"training", "resuming", "evaluation", "prediction", "exporting", "quantization", "diagnostics", "report", "serving", "study"},
+    {"api", "bench", "cli", "__main__"},
+    {"tlcli"},  # the package itself: the public API that `import tlcli` gives
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 
@@ -35,8 +36,11 @@ def _imports() -> dict[str, set[tuple[str, str]]]:
         relative = path.relative_to(SOURCE).with_suffix("")
         unit = relative.parts[0] if len(relative.parts) > 1 or relative.name != "__init__" else "tlcli"
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else (
-                [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            if isinstance(node, ast.ImportFrom) and node.module == "tlcli":  # from tlcli import training: the unit training
+                names = [f"tlcli.{alias.name}" for alias in node.names]
+            else:
+                names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else (
+                    [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
             for name in names:
                 if name == "tlcli" or name.startswith("tlcli."):
                     edges[unit].add((_unit(name), str(relative)))

@@ -146,6 +146,30 @@ def test_timm_models_are_built_and_listed():
     assert any(info.name == "timm:test_resnet" for info in list_architectures("timm:test_res*"))
 
 
+def test_a_two_headed_timm_model_gets_both_heads_through_timm_and_trains_both_in_phase_1(tiny, tmp_path):
+    pytest.importorskip("timm")
+    import tlcli
+    from tlcli.checkpoint import load_checkpoint
+
+    arch = "timm:deit_tiny_distilled_patch16_224"  # its logits average head and head_dist
+    built = _build(arch, 3, weights="none", freeze="backbone")
+    assert built.head_name == "head,head_dist"
+    assert [built.model.get_submodule(name).out_features for name in ("head", "head_dist")] == [3, 3]
+    trainable = {name for name, p in built.model.named_parameters() if p.requires_grad}
+    assert trainable == {"head.weight", "head.bias", "head_dist.weight", "head_dist.bias"}
+
+    run = tmp_path / "run"
+    options = dict(arch=arch, weights="none", freeze="backbone", val_split=0.34, test_split=0.0, workers=0, progress=False)
+    with pytest.warns(UserWarning, match="random features"):
+        tlcli.train(str(tiny), epochs=1, out=str(run), **options)
+    before = load_checkpoint(run / "last.pt")["state_dict"]
+    tlcli.train(resume=str(run / "last.pt"), epochs=2, progress=False)
+    after = load_checkpoint(run / "last.pt")["state_dict"]
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert {"head.weight", "head_dist.weight"} <= changed
+    assert all(name.startswith(("head.", "head_dist.")) for name in changed)
+
+
 def _cached(run_cli, pattern: str) -> dict[str, bool | None]:
     result = run_cli("models", pattern, "--json")
     assert result.code == 0, result.stderr

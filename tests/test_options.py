@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 
@@ -145,3 +146,24 @@ def test_a_config_file_that_is_no_small_regular_file_exits_2_before_reading_it(r
 def test_check_config_refuses_what_no_option_could_give(config, message):
     with pytest.raises(ConfigError, match=message):
         check_config(config)
+
+
+def test_finetune_takes_a_config_file_and_resumes_a_phase_2_run(run_cli, tmp_path):
+    assert run_cli("train", "--arch", "mlp", "--weights", "none", "--epochs", "1", "--workers", "0", "--out", "p1").code == 0
+    (tmp_path / "phase2.toml").write_text('epochs = 1\nlr = 0.001\nhflip = true\nout = "p2"\n')
+    result = run_cli("finetune", "--from", "p1", "--config", "phase2.toml", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["epochs_run"] == 1
+    config = json.loads((tmp_path / "p2" / "config.json").read_text())
+    assert config["augment"]["hflip"] is True and config["optim"]["lr"] == 0.001
+
+    (tmp_path / "bad.toml").write_text('epoch = 2\n')
+    bad = run_cli("finetune", "--from", "p1", "--config", "bad.toml")
+    assert bad.code == 2 and bad.stderr.startswith("Error: bad.toml: unknown key 'epoch' (did you mean epochs?); valid keys: from, unfreeze,")
+
+    resumed = run_cli("finetune", "--from", "p1", "--resume", "p2", "--epochs", "2", "--json")
+    assert resumed.code == 0, resumed.stderr
+    with open(tmp_path / "p2" / "history.csv") as file:
+        assert [row["phase"] for row in csv.DictReader(file)] == ["1", "2", "2"]
+    refused = run_cli("finetune", "--from", "p1", "--resume", "p2", "--lr", "0.1")
+    assert refused.code == 2 and "only epochs may change, not lr" in refused.stderr

@@ -62,7 +62,7 @@ def test_compare_cnn_vs_mlp_makes_the_table_and_all_figures(run_cli, tmp_path):
 
 
 def test_a_beans_style_freeze_sweep_on_resnet18(run_cli, tmp_path):
-    result = run_cli("compare", "--base", "--data digits --arch resnet18 --weights none --input-size 32 --epochs 1",
+    result = run_cli("compare", "--base", "--data digits --arch resnet18 --weights none --input-size 16 --epochs 1",
                      "--sweep", "freeze=blocks:0,blocks:2,blocks:4", "--out", "sweep", "--json")
     assert result.code == 0, result.stderr
     table = result.json()["table"]
@@ -108,11 +108,11 @@ def test_train_folds_reports_every_fold_and_the_mean(run_cli):
 @pytest.mark.parametrize(
     "args,code,message",
     [
-        (["compare"], 1, "nothing to compare"),
-        (["compare", "--run", "no colon"], 1, "NAME: OPTIONS"),
-        (["compare", "--sweep", "freeze"], 1, "OPTION=V1,V2"),
+        (["compare"], 2, "nothing to compare"),
+        (["compare", "--run", "no colon"], 2, "NAME: OPTIONS"),
+        (["compare", "--sweep", "freeze"], 2, "OPTION=V1,V2"),
         (["compare", "--run", "a: --epochs 1", "--run", "a: --epochs 2"], 2, "run name 'a' is given twice"),
-        (["compare", "--run", "a: --out x"], 1, "cannot be set per run"),
+        (["compare", "--run", "a: --out x"], 2, "cannot be set per run"),
         (["compare", "--run", "a: --no-such-flag"], 2, "No such option"),
         (["train", "--arch", "mlp", "--folds", "1"], 2, "at least 2 folds"),
         (["compare", "--sweep", "hidden=8,16", "--sweep", "hidden=32"], 2, "--hidden is swept twice"),

@@ -162,15 +162,17 @@ def test_a_finished_or_locked_run_folder_is_refused_before_the_data_is_read(run_
     run = tmp_path / "run"
     assert run_cli("train", *_tiny_options(tiny, run)).code == 0
     before = (run / "last.pt").read_bytes()
-    # The data named here does not exist: the folder's error, not the data's, shows the order.
-    finished = run_cli("train", *_tiny_options(tmp_path / "nowhere", run))
-    assert finished.code == 1 and "already holds a run" in finished.stderr and "no data set" not in finished.stderr
+    # The data named here holds no image: the folder's error, not the data's, shows the order.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    finished = run_cli("train", *_tiny_options(empty, run))
+    assert finished.code == 1 and "already holds a run" in finished.stderr and "is empty" not in finished.stderr
     with RunFolder(run).open(fresh=False):
-        locked = run_cli("train", *_tiny_options(tmp_path / "nowhere", run), "--overwrite")
-    assert locked.code == 1 and "is in use by tlcli pid" in locked.stderr and "no data set" not in locked.stderr
+        locked = run_cli("train", *_tiny_options(empty, run), "--overwrite")
+    assert locked.code == 1 and "is in use by tlcli pid" in locked.stderr and "is empty" not in locked.stderr
     # --overwrite clears the old run only once the new one is ready to write: a failed set-up leaves it whole.
-    failed = run_cli("train", *_tiny_options(tmp_path / "nowhere", run), "--overwrite")
-    assert failed.code == 1 and "no data set" in failed.stderr
+    failed = run_cli("train", *_tiny_options(empty, run), "--overwrite")
+    assert failed.code == 1 and "is empty" in failed.stderr
     assert (run / "last.pt").read_bytes() == before
     # A run that fails before writing anything leaves no empty folder behind.
     assert run_cli("train", *_tiny_options(tmp_path / "nowhere", tmp_path / "new")).code == 1
@@ -217,7 +219,7 @@ def test_resume_refuses_any_changed_option_but_epochs(run_cli):
     # Refused before the checkpoint is even looked for: exit 2, one line naming the options.
     result = run_cli("train", "--resume", "nowhere/last.pt", "--lr", "0.5", "--batch-size", "8", "--epochs", "20")
     assert result.code == 2, result.stderr
-    assert result.stderr.strip() == "Error: --resume continues the run as its checkpoint configures it; only --epochs may change, not --batch-size, --lr"
+    assert result.stderr.strip() == "Error: resume continues the run as its checkpoint configures it; only epochs may change, not batch_size, lr"
 
 
 def test_resume_falls_back_to_best_pt_when_a_kill_left_no_last_pt(run_cli, tiny, tmp_path):

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from tlcli import __version__
+from tlcli.version import __version__
 from tlcli.engine.device import restore_rng_state, rng_state
 from tlcli.engine.distributed import world_size
 from tlcli.engine.loop import Progress

@@ -21,7 +21,7 @@ from tlcli.data.transforms import build_transform
 from tlcli.engine.device import default_workers, resolve_device, resolve_precision
 from tlcli.engine.distributed import local_device, on_main, process_group
 from tlcli.engine.loop import evaluate
-from tlcli.errors import DataError, TlcliError
+from tlcli.errors import ConfigError, DataError
 from tlcli.metrics import ClassificationMetrics, classification_metrics, fit_verdict
 from tlcli.plots import plot_confusion
 from tlcli.run_files import foreign_checkpoint
@@ -41,6 +41,10 @@ class EvaluationResult:
     folder: str = ""  # where the figures and metrics.json went
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return (f"EvaluationResult('{self.checkpoint}' on {self.data} [{self.split}], {self.images} images: "
+                f"accuracy {self.metrics.accuracy:.4f}, macro F1 {self.metrics.f1_macro:.4f}, loss {self.loss:.4f})")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,7 +146,7 @@ def _evaluate_checkpoint(
     out: str | None = None,
 ) -> EvaluationResult:
     if split not in SPLITS:
-        raise TlcliError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
+        raise ConfigError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
     path = resolve_checkpoint(spec)
     checkpoint = load_checkpoint(path)
     config = TrainConfig.from_dict(checkpoint["config"])

@@ -26,7 +26,7 @@ from tlcli.engine.distributed import active, gather_objects, reduce_sums
 from tlcli.engine.loop import batch_to_device
 from tlcli.errors import TlcliError
 from tlcli.models.freeze import set_train_mode
-from tlcli.models.heads import preceding_dropout
+from tlcli.models.heads import preceding_dropout, within_head
 from tlcli.models.weights import safe_torch_load
 
 # Modules that behave differently in training; none may train before the head for the cache to be exact.
@@ -57,6 +57,8 @@ def feature_head(model: nn.Module, head_name: str, *, bn_train: bool) -> Feature
     """The trainable head of a network whose frozen part is a fixed function; else NotCacheable."""
     if bn_train:
         raise NotCacheable("--bn-train updates BatchNorm statistics in the frozen part")
+    if "," in head_name:
+        raise NotCacheable(f"the network has two heads ({head_name.replace(',', ', ')}) fed by different features")
     trainable = [name for name, p in model.named_parameters() if p.requires_grad and not _within(name, head_name)]
     if trainable:
         raise NotCacheable(f"parameters before the head train ({trainable[0]}, ...)")
@@ -75,7 +77,7 @@ def feature_head(model: nn.Module, head_name: str, *, bn_train: bool) -> Feature
 def backbone_digest(model: nn.Module, head_name: str) -> str:
     hasher = hashlib.sha256()
     for name, tensor in model.state_dict().items():
-        if not _within(name, head_name):
+        if not within_head(name, head_name):
             hasher.update(name.encode())
             hasher.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return hasher.hexdigest()

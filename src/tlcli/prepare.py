@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from tlcli.checkpoint import checkpoint_model_config, model_from_checkpoint, restore_training_state
-from tlcli.config import TrainConfig, check_config
+from tlcli.config import OptimConfig, TrainConfig, check_config
 from tlcli.data.dataset import ImageData
-from tlcli.data.sources import load_data
+from tlcli.data.sources import check_source_exists, load_data
 from tlcli.engine.device import Precision, resolve_device, resolve_precision, seed_everything, set_determinism
 from tlcli.engine.distributed import local_device, unwrap, world_size, wrap
 from tlcli.engine.loop import Observer, Progress, Trainer
@@ -83,7 +83,8 @@ def check_before_data(config: TrainConfig, start: Start = Start()) -> None:
     choices or range, a device or precision this machine lacks, a weights file that is not there,
     what the network's structure rules out (a freeze policy beyond its stages, a feature cache or
     linear probe its trainable layers forbid), and ImageNet weights neither cached nor
-    downloadable now. Bad values are ConfigErrors."""
+    downloadable now. Bad values are ConfigErrors; a data folder or CSV file that is not there
+    is said before the weights are looked for."""
     check_config(config)
     resolve_precision(config.run.amp, resolve_device(config.run.device))
     weights = config.model.weights
@@ -92,6 +93,7 @@ def check_before_data(config: TrainConfig, start: Start = Start()) -> None:
     if not start.resume:
         _check_structure(config, start)
     if start.checkpoint is None:
+        check_source_exists(config.data.source)
         check_weights_obtainable(config.model)
 
 
@@ -122,6 +124,21 @@ def _check_structure(config: TrainConfig, start: Start) -> None:
         raise ConfigError(f"--head-fit probe needs a linear head; {config.model.arch}'s is a {type(head).__name__}")
 
 
+# What only an optimiser stepping epoch by epoch uses; the probe is a full-batch L-BFGS fit.
+_OPTIMISER_SETTINGS = ("optimizer", "lr", "momentum", "nesterov", "schedule", "warmup_epochs", "step_size", "gamma", "grad_clip", "accumulate")
+
+
+def _ignored_by_probe(optim: OptimConfig) -> list[str]:
+    """A note naming the optimiser settings a linear probe leaves unused, when any was changed
+    (an optimizer equal to the default cannot be told from none given)."""
+    default = OptimConfig()
+    changed = [f"--{name.replace('_', '-')} {getattr(optim, name)}" for name in _OPTIMISER_SETTINGS if getattr(optim, name) != getattr(default, name)]
+    if not changed:
+        return []
+    return [f"phase 1 fits the head as a linear probe (L-BFGS, its L2 strength chosen on the validation split), so {', '.join(changed)} "
+            "do not apply; add --head-fit epochs to train the head with them, or give them to finetune"]
+
+
 def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer | None = None, checked: bool = False) -> Prepared:
     """``checked``: the caller has run ``check_before_data`` already (before taking its run folder)."""
     if not checked:
@@ -146,6 +163,7 @@ def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer |
     if probe is not None:
         optimizer, scheduler, per_batch, steps_per_epoch = probe[0].optimizer, None, False, 1
         method = probe[1].describe()
+        notes += _ignored_by_probe(config.optim)
     else:
         optimizer = build_optimizer(parameter_groups(model, built.head_name, config.optim), config.optim, fused=device.type == "cuda")
         config = replace(config, optim=replace(config.optim, lr=optimizer.param_groups[0]["lr"]))  # the resolved default

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tlcli import __version__
+from tlcli.version import __version__
 from tlcli.errors import TlcliError
 from tlcli.files import read_regular_file, write_file_atomically
 

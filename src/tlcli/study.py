@@ -62,6 +62,11 @@ class StudyResult:
     files: dict[str, str]
     skipped: list[str]  # runs found finished and not trained again
 
+    def __repr__(self) -> str:
+        rows = "; ".join(f"{row['name']}: test acc {row['test_acc']:.4f}" if isinstance(row.get("test_acc"), float) else row["name"]
+                         for row in self.table)
+        return f"StudyResult('{self.out_dir}', {len(self.table)} configurations: {rows})"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "study": str(self.out_dir),

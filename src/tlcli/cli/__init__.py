@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tlcli import __version__
+from tlcli.version import __version__
 from tlcli.cli import output
 from tlcli.cli.help import HELP_OPTION_NAMES, command_tree, epilog
 from tlcli.errors import ConfigError, Interrupted, TlcliError

@@ -5,18 +5,17 @@ from __future__ import annotations
 import itertools
 import math
 import shlex
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
+from tlcli import api
 from tlcli.cli import options, output
-from tlcli.cli.progress import make_observer
-from tlcli.cli.train_options import check_toml_type, option_values, parse_train_options, read_options_file, warnings_about, with_train_options
+from tlcli.cli.train_options import check_toml_type, option_values, parse_train_options, read_options_file, with_train_options
 from tlcli.config import check_folds
-from tlcli.errors import ConfigError, TlcliError
+from tlcli.errors import ConfigError
 
 # Train options that only the study sets: where each run goes.
 _PER_STUDY = ("out", "overwrite")
@@ -27,7 +26,7 @@ def parse_run(text: str) -> tuple[str, str]:
     """``"NAME: OPTIONS"`` -> (name, options)."""
     name, sep, rest = text.partition(":")
     if not sep or not name.strip():
-        raise TlcliError(f"--run takes 'NAME: OPTIONS', e.g. 'cnn: --arch simple_cnn'; got '{text}'")
+        raise ConfigError(f"--run takes 'NAME: OPTIONS', e.g. 'cnn: --arch simple_cnn'; got '{text}'")
     return name.strip(), rest.strip()
 
 
@@ -35,7 +34,7 @@ def parse_sweep(text: str) -> tuple[str, list[str]]:
     """``"freeze=blocks:0,blocks:1"`` -> ("freeze", ["blocks:0", "blocks:1"])."""
     key, sep, values = text.partition("=")
     if not sep or not key.strip() or not values.strip():
-        raise TlcliError(f"--sweep takes OPTION=V1,V2,..., e.g. freeze=blocks:0,blocks:1; got '{text}'")
+        raise ConfigError(f"--sweep takes OPTION=V1,V2,..., e.g. freeze=blocks:0,blocks:1; got '{text}'")
     return key.strip(), values.split(",")
 
 
@@ -87,7 +86,7 @@ def _study_files(paths: list[Path]) -> tuple[dict, list[str], int, list[tuple[st
 def _per_run(arguments: list[str]) -> list[str]:
     forbidden = {"--out", "-o", "--resume", "--overwrite", "--json"} & set(arguments)
     if forbidden:
-        raise TlcliError(f"{', '.join(sorted(forbidden))} cannot be set per run: the study decides where runs go")
+        raise ConfigError(f"{', '.join(sorted(forbidden))} cannot be set per run: the study decides where runs go")
     return arguments
 
 
@@ -130,9 +129,6 @@ def compare(
     with its verdict, and draws accuracy.png, loss.png, overfitting_gap.png, convergence.png,
     params_vs_time.png and test_accuracy.png.
     """
-    from tlcli.runs import checkpoints_root
-    from tlcli.study import run_study
-
     runs = [parse_run(text) for text in run or []]
     sweeps = [parse_sweep(text) for text in sweep or []]
     file_values, file_bases = {}, []
@@ -143,19 +139,13 @@ def compare(
         sweeps += file_sweeps
     runs += sweep_grid(sweeps)
     if len(runs) < 1:
-        raise TlcliError("nothing to compare: give --run 'NAME: OPTIONS' (repeatable), --sweep OPTION=V1,V2 or --config FILE")
+        raise ConfigError("nothing to compare: give --run 'NAME: OPTIONS' (repeatable), --sweep OPTION=V1,V2 or --config FILE")
     shared = _shared(given, file_values, file_bases, base)
-    configs = [(name, train_config(shlex.split(opts), shared)) for name, opts in runs]
-    for warning in dict.fromkeys(warning for _, config in configs for warning in warnings_about(config)):
-        output.warn(warning)
-    study_dir = out or checkpoints_root() / f"study-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-    def observer_for(label: str):
-        output.info(f"== {label}")
-        return make_observer()
-
-    title = _title(given, " ".join([*file_bases, base]).strip())
-    result = run_study(configs, study_dir, folds=folds, observer_for=observer_for, title=title)
+    configs = {name: train_config(shlex.split(opts), shared) for name, opts in runs}
+    if len(configs) < len(runs):  # as run_study says it of a list
+        twice = next(name for index, (name, _) in enumerate(runs) if any(other == name for other, _ in runs[:index]))
+        raise ConfigError(f"run name '{twice}' is given twice; give each run a name of its own")
+    result = api.compare(configs, out=out, folds=folds, title=_title(given, " ".join([*file_bases, base]).strip()))
     for label in result.skipped:
         output.info(f"{label}: already finished, not trained again")
     if as_json:

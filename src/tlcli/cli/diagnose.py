@@ -10,19 +10,22 @@ import typer
 from rich.table import Table
 
 from tlcli.cli import options, output
-from tlcli.cli.progress import make_observer
+from tlcli.api.progress import make_observer
 from tlcli.cli.train_options import with_train_options
 from tlcli.config import TrainConfig
 
+# Neither writes a run nor trains epochs: the options of a run folder and of early stopping would be ignored.
+_NOT_A_RUN = ("out", "overwrite", "tensorboard", "patience")
 
-@with_train_options
+
+@with_train_options(leave_out=_NOT_A_RUN)
 def sanity(
     config: TrainConfig,
     batches: Annotated[int, typer.Option("--batches", min=1, help="Size of the tiny subset to over-fit, in batches.")] = 2,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Passes over the tiny subset at most.")] = 150,
     as_json: options.JsonOption = False,
 ) -> int:
-    """The flowers report's checklist before training: shapes, one forward and backward pass,
+    """A checklist before a long run: shapes, one forward and backward pass,
     an initial loss near ln(classes), and over-fitting 2 batches to 99 % accuracy. Exit 1 on any failure.
     """
     from tlcli.diagnostics import run_sanity
@@ -44,7 +47,7 @@ def sanity(
     return 0 if report.passed else 1
 
 
-@with_train_options
+@with_train_options(leave_out=_NOT_A_RUN)
 def lr_find(
     config: TrainConfig,
     start_lr: Annotated[float, typer.Option("--start-lr", help="Lowest learning rate tried.")] = 1e-7,
@@ -71,3 +74,5 @@ def lr_find(
         output.print_json(finding.to_dict())
         return
     output.out.print(f"suggested learning rate: {finding.suggested_lr:.2e}\nplot: {finding.plot}", markup=False)
+    output.info("it applies where the optimiser trains: --lr of 'train --head-fit epochs' or of a whole network, or of 'finetune' "
+                "after unfreezing; phase 1's default linear probe fits the head by L-BFGS, without a learning rate")

@@ -7,7 +7,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Column, Table
 
+from tlcli import api
 from tlcli.cli import options, output
+
+_E = options.defaults_of(api.evaluate)
 
 
 def evaluate(
@@ -16,12 +19,12 @@ def evaluate(
     image_column: options.ImageColumn = None,
     label_column: options.LabelColumn = None,
     image_dir: options.ImageDir = None,
-    split: Annotated[str, typer.Option("--split", help="test | val | train.")] = "test",
-    batch_size: options.BatchSize = 64,
-    device: options.Device = "auto",
-    amp: options.Amp = "auto",
-    workers: options.Workers = None,
-    mistakes: Annotated[int, typer.Option("--mistakes", min=0, help="How many of the most confident mistakes to list.")] = 10,
+    split: Annotated[str, typer.Option("--split", help="test | val | train.")] = _E["split"],
+    batch_size: options.BatchSize = _E["batch_size"],
+    device: options.Device = _E["device"],
+    amp: options.Amp = _E["amp"],
+    workers: options.Workers = _E["workers"],
+    mistakes: Annotated[int, typer.Option("--mistakes", min=0, help="How many of the most confident mistakes to list.")] = _E["mistakes"],
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Folder for the figures and metrics [default: <run>/eval-<split>; with --data, <run>/eval-<data name>-<split>].")] = None,
     as_json: options.JsonOption = False,
 ) -> None:
@@ -32,13 +35,9 @@ def evaluate(
     confident mistakes; writes confusion matrices (PNG raw and normalised, CSV) and metrics.json.
     """
     from tlcli.engine.distributed import is_main_process
-    from tlcli.evaluation import evaluate_checkpoint
 
-    columns = {"image_column": image_column, "label_column": label_column, "image_dir": image_dir}
-    result = evaluate_checkpoint(
-        checkpoint, data=data, columns={name: value for name, value in columns.items() if value is not None}, split=split,
-        batch_size=batch_size, device=device, amp=amp, workers=workers, mistakes=mistakes, out=out
-    )
+    result = api.evaluate(checkpoint, data=data, split=split, batch_size=batch_size, device=device, amp=amp, workers=workers,
+                          mistakes=mistakes, out=out, image_column=image_column, label_column=label_column, image_dir=image_dir)
     if not is_main_process():  # under torchrun every process has the result; rank 0 shows it
         return
     for note in result.notes:

@@ -7,7 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from tlcli import api
 from tlcli.cli import options, output
+
+_X = options.defaults_of(api.export)
 
 _GRAPH = "Graph"
 _INT8 = "Quantization"
@@ -17,15 +20,15 @@ EPILOG = "Exit codes: 0 exported and parity holds, 1 a failure, a failed parity 
 def export(
     ctx: typer.Context,
     checkpoint: Annotated[Optional[str], typer.Argument(help="A checkpoint file, run folder or run name [default: the latest run's best.pt].")] = None,
-    format: Annotated[str, typer.Option("--format", "-f", help="onnx | torchscript.")] = "onnx",
+    format: Annotated[str, typer.Option("--format", "-f", help="onnx | torchscript.")] = _X["format"],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file [default: beside the checkpoint, its name with .onnx or .torchscript.pt].")] = None,
-    opset: Annotated[int, typer.Option("--opset", min=11, help="ONNX opset version.")] = 18,
-    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--fixed-batch", help="Let the exported model take any batch size.", rich_help_panel=_GRAPH)] = True,
-    embed_preprocessing: Annotated[bool, typer.Option("--embed-preprocessing", help="Normalise inside the graph: the model takes resized uint8 RGB.", rich_help_panel=_GRAPH)] = False,
+    opset: Annotated[int, typer.Option("--opset", min=11, help="ONNX opset version.")] = _X["opset"],
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--fixed-batch", help="Let the exported model take any batch size.", rich_help_panel=_GRAPH)] = _X["dynamic_batch"],
+    embed_preprocessing: Annotated[bool, typer.Option("--embed-preprocessing", help="Normalise inside the graph: the model takes resized uint8 RGB.", rich_help_panel=_GRAPH)] = _X["embed_preprocessing"],
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Check parity on these images [default: generated images; with --quantize, the run's own data].")] = None,
-    quantize: Annotated[str, typer.Option("--quantize", help="none | int8: onnxruntime's static int8 quantization, calibrated on the run's training images and checked on its test split.", rich_help_panel=_INT8)] = "none",
-    calibration_images: Annotated[int, typer.Option("--calibration-images", min=1, help="Training images that calibrate the int8 activation ranges.", rich_help_panel=_INT8)] = 256,
-    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", min=0.0, max=100.0, help="Refuse the int8 model (write nothing) when it loses more test accuracy than this many points.", rich_help_panel=_INT8)] = 1.0,
+    quantize: Annotated[str, typer.Option("--quantize", help="none | int8: onnxruntime's static int8 quantization, calibrated on the run's training images and checked on its test split.", rich_help_panel=_INT8)] = _X["quantize"],
+    calibration_images: Annotated[int, typer.Option("--calibration-images", min=1, help="Training images that calibrate the int8 activation ranges.", rich_help_panel=_INT8)] = _X["calibration_images"],
+    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", min=0.0, max=100.0, help="Refuse the int8 model (write nothing) when it loses more test accuracy than this many points.", rich_help_panel=_INT8)] = _X["max_accuracy_drop"],
     as_json: options.JsonOption = False,
 ) -> int:
     """Export a checkpoint and check that the exported model agrees with PyTorch.
@@ -37,13 +40,13 @@ def export(
     fp32's; 'tlcli predict --model' runs either file. An existing --out is replaced only if it
     is an earlier tlcli export.
     """
-    from tlcli.export import PARITY_TOLERANCE, export_checkpoint
+    from tlcli.exporting import PARITY_TOLERANCE
 
     for name, flag in (("calibration_images", "--calibration-images"), ("max_accuracy_drop", "--max-accuracy-drop")):
         if quantize == "none" and getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE":
             raise typer.BadParameter(f"{flag} is for --quantize int8", param_hint=flag)
 
-    result = export_checkpoint(
+    result = api.export(
         checkpoint, format=format, out=out, opset=opset, dynamic_batch=dynamic_batch, embed_preprocessing=embed_preprocessing, data=data,
         quantize=quantize, calibration_images=calibration_images, max_accuracy_drop=max_accuracy_drop,
     )

@@ -113,6 +113,10 @@ def make_readable(command) -> None:
             param.help = escape(param.help)
         if getattr(param, "is_flag", False):
             param.metavar = ""  # rather than <bool>: a flag takes no value
+        if param.param_type_name == "argument" and param.metavar is None:
+            # The convention, [IMAGES]..., rather than images... <list[str]>: the name says what it takes.
+            param.metavar = param.name.upper()
+            param.display_type_rich = lambda ctx: None
     for sub in getattr(command, "commands", {}).values():
         make_readable(sub)
 

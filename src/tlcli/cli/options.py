@@ -7,8 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from tlcli.config import CHOICES, MAX_SEED, DataConfig, ModelConfig, check_folds
-from tlcli.errors import ConfigError, TlcliError
+from tlcli.config import CHOICES, MAX_SEED, DataConfig, check_folds
+from tlcli.errors import ConfigError
+
+
+def defaults_of(function) -> dict:
+    """The defaults of an API verb's keyword arguments: the one place a command's defaults live."""
+    import inspect
+
+    return {name: p.default for name, p in inspect.signature(function).parameters.items() if p.default is not inspect.Parameter.empty}
 
 
 def _choice(section: str, name: str):
@@ -103,29 +110,6 @@ Download = Annotated[bool, typer.Option("--download", help="Fetch torchvision da
 ImageColumn = Annotated[Optional[str], typer.Option("--image-column", help="hf: and CSV data: the column of the images [default: the Image feature, else image, filename, path, id, ...].", rich_help_panel=_DATA)]
 LabelColumn = Annotated[Optional[str], typer.Option("--label-column", help="hf: and CSV data: the column of the labels [default: the ClassLabel feature, else label, class, target, ...].", rich_help_panel=_DATA)]
 ImageDir = Annotated[Optional[str], typer.Option("--image-dir", help="CSV data: the folder the image column is relative to [default: the CSV's folder].", rich_help_panel=_DATA)]
-
-
-def parse_hidden(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise TlcliError(f"--hidden takes comma-separated whole numbers such as 128,64; got '{text}'") from None
-    if not sizes:
-        raise TlcliError("--hidden needs at least one layer size, such as 128,64")
-    return sizes
-
-
-def model_config(arch, num_classes, weights, dropout, hidden, freeze, bn_train, input_size) -> ModelConfig:
-    return ModelConfig(
-        arch=arch,
-        num_classes=num_classes,
-        weights=weights,
-        dropout=dropout,
-        hidden=parse_hidden(hidden),
-        freeze=freeze,
-        bn_train=bn_train,
-        input_size=input_size,
-    )
 
 
 def data_config(data, val_split, test_split, seed, max_bad, download, class_names=None, **columns) -> DataConfig:

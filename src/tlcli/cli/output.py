@@ -14,13 +14,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-# file=None makes Rich look up sys.stdout / sys.stderr at each write, so redirection works.
-# Off a terminal Rich assumes 80 columns; logs and pipes get room for full paths instead.
-# No markup: every string shown is the user's or tlcli's, printed as it is, so a run, class or
-# file named "mlp [h]" keeps its brackets, in tables and their titles too.
-_PIPE_WIDTH = 200
-out = Console(soft_wrap=True, highlight=False, markup=False, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
-err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
+from tlcli.api.progress import PIPE_WIDTH
+from tlcli.api.progress import console as err
+
+# As progress's stderr console (``err``, shared): file=None makes Rich look up sys.stdout at each
+# write, so redirection works; pipes get room for full paths; no markup, so a run, class or file
+# named "mlp [h]" keeps its brackets, in tables and their titles too.
+out = Console(soft_wrap=True, highlight=False, markup=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
 
 
 def print_json(document: Any) -> None:

@@ -9,7 +9,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Column, Table
 
+from tlcli import api
+from tlcli.api.use import OUTPUT_SUFFIX_FORMATS
 from tlcli.cli import options, output
+
+_P = options.defaults_of(api.predict)
 
 EPILOG = (
     "Exit codes: 0 every image classified, 1 nothing could be predicted (no images, a bad checkpoint or output file), "
@@ -19,7 +23,6 @@ EPILOG = (
     "a folder's images and a glob's matches sorted by path, then --from-list's lines."
 )
 _OUTPUT = "Output"
-_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 
 
 def _format(as_csv: bool, as_jsonl: bool, as_json: bool, out: Optional[Path], resume: bool) -> str:
@@ -28,9 +31,9 @@ def _format(as_csv: bool, as_jsonl: bool, as_json: bool, out: Optional[Path], re
     if len(chosen) > 1:
         raise typer.BadParameter(f"choose one of --csv, --jsonl and --json, not {' and '.join('--' + c for c in chosen)}")
     if out is not None and str(out) != "-" and not chosen:
-        if out.suffix.lower() not in _SUFFIXES:
+        if out.suffix.lower() not in OUTPUT_SUFFIX_FORMATS:
             raise typer.BadParameter(f"say the format of {out}: add --csv or --jsonl (or name it .csv, .jsonl or .json)", param_hint="--output")
-        chosen = [_SUFFIXES[out.suffix.lower()]]
+        chosen = [OUTPUT_SUFFIX_FORMATS[out.suffix.lower()]]
     format = chosen[0] if chosen else "table"
     if resume and (out is None or str(out) == "-"):
         raise typer.BadParameter("--resume continues a file: give it with --output FILE", param_hint="--resume")
@@ -46,9 +49,9 @@ def predict(
     checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="Checkpoint file, run folder or run name [default: the latest run's best.pt].")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="An ONNX model exported by 'tlcli export' (fp32 or int8), run with onnxruntime instead of a checkpoint [default: none].")] = None,
     from_list: Annotated[Optional[str], typer.Option("--from-list", help="Also classify the paths in this file, one a line; - reads them from stdin [default: none].")] = None,
-    topk: Annotated[int, typer.Option("--topk", "-k", min=1, help="How many classes to give per image.")] = 5,
-    device: options.Device = "auto",
-    batch_size: options.BatchSize = 32,
+    topk: Annotated[int, typer.Option("--topk", "-k", min=1, help="How many classes to give per image.")] = _P["topk"],
+    device: options.Device = _P["device"],
+    batch_size: options.BatchSize = _P["batch_size"],
     workers: Annotated[Optional[int], typer.Option("--workers", min=0, max=64, help="Processes decoding images while the model runs; 0 decodes in the main process [default: cores-1, at least 1].")] = None,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows (path, rank, label, probability, error), written batch by batch.", rich_help_panel=_OUTPUT)] = False,
     as_jsonl: Annotated[bool, typer.Option("--jsonl", help="JSON lines, one object per image, written batch by batch.", rich_help_panel=_OUTPUT)] = False,
@@ -62,8 +65,6 @@ def predict(
     while the model runs, in memory that does not grow with the number of images. Unreadable
     files get one error row each and are reported on stderr; the rest are still classified.
     """
-    from tlcli.prediction import predict as run_predict
-
     format = _format(as_csv, as_jsonl, as_json, out, resume)
     if model is not None and checkpoint is not None:
         raise typer.BadParameter("give a checkpoint (--checkpoint) or an ONNX model (--model), not both", param_hint="--model")
@@ -73,11 +74,11 @@ def predict(
     if not images and from_list is None:
         raise typer.BadParameter("give images to classify, or --from-list FILE", param_hint="IMAGES")
     shown: list = []
-    summary = run_predict(
-        images, checkpoint=checkpoint, model_file=model, topk=topk, device=device, batch_size=batch_size, workers=workers,
-        from_list=from_list, format=format, output=None if out is None or str(out) == "-" else out, stream=sys.stdout,
+    summary = api.predict(
+        images, checkpoint=checkpoint, model=model, topk=topk, device=device, batch_size=batch_size, workers=workers,
+        from_list=from_list, format=format, output=sys.stdout if out is None or str(out) == "-" else out,
         resume=resume, on_batch=lambda batch: _report_batch(batch, shown, keep=format == "table"),
-    )
+    ).summary
     if format == "table":
         _print_table(shown)
     skipped = f", {summary.skipped} already in {out} ({summary.failed_before} unreadable)" if summary.skipped else ""

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from tlcli import api
+from tlcli.api.options import FINETUNE_DEFAULTS
 from tlcli.cli import options, output
-from tlcli.cli.progress import make_observer
-from tlcli.cli.train_options import with_phase1_overrides, with_train_options
-from tlcli.config import FINETUNE_BACKBONE_LR_MULT, FINETUNE_LR, FinetuneConfig, TrainConfig
-from tlcli.errors import ConfigError
+from tlcli.cli.train_options import CommandConfigFile, with_phase1_overrides, with_train_options
 
 EPILOG = ("Exit codes: 0 success (also: --resume auto found the run already finished), 1 runtime failure (one 'Error:' line), "
           "2 usage error, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, 138 stopped after an epoch's checkpoint on SIGUSR1 (last.pt is intact in each).")
@@ -45,36 +43,25 @@ def _render(result) -> None:
 
 @with_train_options
 def train(
-    config: TrainConfig,
+    given: dict,
     folds: Annotated[int, typer.Option("--folds", callback=options.folds, help="Stratified K-fold cross-validation on train+val: one model per fold, mean ± std (0: off).", rich_help_panel="Run")] = 0,
     resume: Annotated[Optional[str], typer.Option("--resume", help=RESUME_HELP + " [default: a new run].", rich_help_panel="Run")] = None,
     nproc: options.Nproc = 1,
     as_json: options.JsonOption = False,
-    changed: frozenset[str] = frozenset(),
 ) -> None:
     """Train a model: phase 1 of transfer learning (backbone frozen), or a whole from-scratch run.
 
-    With pretrained weights the backbone is frozen by default (--freeze backbone); with
-    --weights none everything trains. Writes best.pt, last.pt, config.json, history.csv,
-    curves.png and log.txt to the run folder.
+    With pretrained weights the backbone is frozen by default (--freeze backbone) and its head is
+    fitted; with --weights none everything trains. Writes best.pt, last.pt, config.json,
+    history.csv, curves.png and log.txt to the run folder.
     """
-    from tlcli import resuming, training
-
     if nproc > 1:
         _relaunch(nproc)
-    observer = make_observer()
-    if resume == "auto":
-        if folds:
-            raise ConfigError("--resume auto resumes one run; a --folds study resumes by running it again with the same --out")
-        result = resuming.train_or_resume(config, observer=observer)
-    elif resume is not None:
-        _check_resume_options(changed | ({"folds"} if folds else set()))
-        result = resuming.resume(Path(resume), epochs=config.run.epochs if "epochs" in changed else None, observer=observer)
-    elif folds:
-        return _cross_validate(config, folds, as_json)
+    result = api.train(**given, folds=folds, resume=resume)
+    if folds:
+        _show_folds(result, folds, as_json)
     else:
-        result = training.train(config, observer=observer)
-    _show(result, as_json)
+        _show(result, as_json)
 
 
 def _relaunch(nproc: int) -> None:
@@ -98,83 +85,48 @@ def _show(result, as_json: bool) -> None:
         output.print_json(result.to_dict()) if as_json else _render(result)
 
 
-def _check_resume_options(changed: frozenset[str]) -> None:
-    """A resumed run keeps the configuration in its checkpoint, so any other option would be ignored."""
-    refused = sorted(f"--{name.replace('_', '-')}" for name in changed - {"epochs"})
-    if refused:
-        raise ConfigError(f"--resume continues the run as its checkpoint configures it; only --epochs may change, not {', '.join(refused)}")
-
-
-def _cross_validate(config: TrainConfig, folds: int, as_json: bool) -> None:
-    from dataclasses import replace
-
+def _show_folds(result, folds: int, as_json: bool) -> None:
     from tlcli.cli.compare import render_table
-    from tlcli.runs import checkpoints_root, default_run_name
-    from tlcli.study import run_study
 
-    name = default_run_name(config.data.source, config.model.arch, f"-{folds}fold")
-    out = Path(config.run.out) if config.run.out else checkpoints_root() / name
-    config = replace(config, run=replace(config.run, out=None))
-
-    def observer_for(label: str):
-        output.info(f"== {label}")
-        return make_observer()
-
-    result = run_study([(config.model.arch, config)], out, folds=folds, observer_for=observer_for, title=f"{folds}-fold cross-validation")
     if as_json:
         output.print_json(result.to_dict())
         return
     per_fold = [{**run.row(), "name": f"fold {run.fold + 1}"} for run in result.runs]
-    render_table(per_fold + [{**result.table[0], "name": "mean ± std"}], f"{folds}-fold cross-validation of {config.model.arch}")
+    render_table(per_fold + [{**result.table[0], "name": "mean ± std"}], f"{folds}-fold cross-validation of {result.runs[0].arch}")
     output.out.print("\n".join(f"{n}: {p}" for n, p in {**result.files, **result.figures}.items()), markup=False)
+
+
+_F = FINETUNE_DEFAULTS
 
 
 @with_phase1_overrides
 def finetune(
+    ctx: typer.Context,
     source: Annotated[str, typer.Option("--from", help="The phase-1 run: a run folder, a run name under checkpoints/, or a checkpoint file.")],
-    unfreeze: Annotated[str, typer.Option("--unfreeze", callback=options.check_unfreeze, help="all, or a --freeze policy for what stays frozen: last:N trains the last N layers, blocks:N keeps the first N stages frozen.")] = "all",
-    epochs: options.Epochs = 5,
-    lr: Annotated[float, typer.Option("--lr", callback=options.positive, help="Learning rate of the head, x>0 (the reports' phase-2 rate).", rich_help_panel="Optimisation")] = FINETUNE_LR,
-    backbone_lr_mult: Annotated[float, typer.Option("--backbone-lr-mult", min=0.0, help="Backbone learning rate as a multiple of the head's (a tenth keeps the head's fit while the backbone adapts).", rich_help_panel="Optimisation")] = FINETUNE_BACKBONE_LR_MULT,
-    bn_train: options.BnTrain = False,
+    config_file: CommandConfigFile = None,
+    unfreeze: Annotated[str, typer.Option("--unfreeze", callback=options.check_unfreeze, help="all, or a --freeze policy for what stays frozen: last:N trains the last N layers, blocks:N keeps the first N stages frozen.")] = _F["unfreeze"],
+    epochs: options.Epochs = _F["epochs"],
+    lr: Annotated[float, typer.Option("--lr", callback=options.positive, help="Learning rate of the head, x>0 (the usual phase-2 rate, a tenth of phase 1's 1e-3).", rich_help_panel="Optimisation")] = _F["lr"],
+    backbone_lr_mult: Annotated[float, typer.Option("--backbone-lr-mult", min=0.0, help="Backbone learning rate as a multiple of the head's (a tenth keeps the head's fit while the backbone adapts).", rich_help_panel="Optimisation")] = _F["backbone_lr_mult"],
+    bn_train: options.BnTrain = _F["bn_train"],
     monitor: Annotated[str, typer.Option("--monitor", callback=options.check_monitor, rich_help_panel="Run",
-                                         help="val_acc | val_loss: picks best.pt (after the linear probe the val loss stays flat while accuracy climbs).")] = "val_acc",
+                                         help="val_acc | val_loss: picks best.pt (after the linear probe the val loss stays flat while accuracy climbs).")] = _F["monitor"],
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder [default: DATA-ARCH-TIME-ft beside phase 1's].", rich_help_panel="Run")] = None,
     overwrite: options.Overwrite = False,
-    resume: Annotated[Optional[str], typer.Option("--resume", help="auto: resume the phase-2 run in --out if it holds a checkpoint, else start it (the line for cron jobs) [default: a new run].", rich_help_panel="Run")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help=RESUME_HELP + " (a phase-2 run) [default: a new run].", rich_help_panel="Run")] = None,
     nproc: options.Nproc = 1,
     as_json: options.JsonOption = False,
-    overrides: dict[str, dict] | None = None,
+    overrides: dict | None = None,
 ) -> None:
     """Phase 2: unfreeze (all by default) and fine-tune a trained run at a lower learning rate.
 
     Loads the run's best.pt with its trained head, continues its history, and writes a new run
-    folder that records its parent. Data, model and augmentation are phase 1's.
+    folder that records its parent. Data and model are phase 1's; the optimiser, augmentation
+    (--hflip, --rotate, ...) and run settings below default to phase 1's and may be changed here.
     """
-    from tlcli import training
-
     if nproc > 1:
         _relaunch(nproc)
-    overrides = overrides or {}
-    run = {**overrides.get("run", {}), **({"out": out} if out else {}), **({"overwrite": True} if overwrite else {})}
-    config = FinetuneConfig(
-        source=source,
-        unfreeze=unfreeze,
-        epochs=epochs,
-        lr=lr,
-        backbone_lr_mult=backbone_lr_mult,
-        optim_overrides=tuple(overrides.get("optim", {}).items()),
-        run_overrides=tuple(run.items()),
-        augment_overrides=tuple(overrides.get("augment", {}).items()),
-        bn_train=bn_train,
-        monitor=monitor,
-    )
-    if resume not in (None, "auto"):
-        raise ConfigError(f"finetune --resume takes auto, not {resume!r}; to continue a stopped phase-2 run, use tlcli train --resume {resume}")
-    if resume == "auto":
-        from tlcli.resuming import finetune_or_resume
-
-        result = finetune_or_resume(config, observer=make_observer())
-    else:
-        result = training.finetune(config, observer=make_observer())
-    _show(result, as_json)
+    own = {"unfreeze": unfreeze, "epochs": epochs, "lr": lr, "backbone_lr_mult": backbone_lr_mult, "bn_train": bn_train,
+           "monitor": monitor, "out": out, "overwrite": overwrite}
+    given = {name: value for name, value in own.items() if ctx.get_parameter_source(name).name != "DEFAULT"}
+    _show(api.finetune(source, resume=resume, **given, **(overrides or {})), as_json)

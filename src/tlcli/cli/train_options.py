@@ -19,87 +19,81 @@ from typing import Annotated, Optional, get_args, get_origin
 import typer
 
 from tlcli.cli import options, output
-from tlcli.config import (
-    DEFAULT_ARCH,
-    DEFAULT_LR,
-    HEAD_ONLY_LR,
-    AugmentConfig,
-    DataConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    TrainConfig,
-)
+from tlcli.api.options import PHASE1_OVERRIDES, TRAIN_DEFAULTS, train_config, warnings_about
+from tlcli.config import DEFAULT_LR, HEAD_ONLY_LR, RunConfig, TrainConfig
 from tlcli.cli.strict import make_strict
 from tlcli.errors import ConfigError, TlcliError
 from tlcli.files import read_regular_file
 
-_D, _O, _R, _A = DataConfig(), OptimConfig(), RunConfig(), AugmentConfig()
 Lr = Annotated[Optional[float], typer.Option("--lr", callback=options.positive, help=f"Learning rate, x>0 [default: {HEAD_ONLY_LR:g} when only the head trains epoch by epoch, else {DEFAULT_LR:g}].", rich_help_panel="Optimisation")]
-Epochs = Annotated[Optional[int], typer.Option("--epochs", "-e", min=1, help=f"Epochs to train [default: {_R.epochs}; with --resume: the run's own].", rich_help_panel="Run")]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", "-e", min=1, help=f"Epochs to train [default: {RunConfig().epochs}; with --resume: the run's own].", rich_help_panel="Run")]
 
-# (section of TrainConfig, field, annotation, default); "seed" serves the data split and the run.
+# (section of TrainConfig, field, annotation), in the order --help lists them; "seed" serves the data split and the run.
+# The defaults are the API's (tlcli.api.options.TRAIN_DEFAULTS), shown as the command line takes them.
 GROUP = (
-    ("data", "source", options.Data, _D.source),
-    ("model", "arch", options.Arch, DEFAULT_ARCH),
-    ("model", "num_classes", options.NumClasses, None),
-    ("model", "weights", options.Weights, None),
-    ("model", "dropout", options.Dropout, None),
-    ("model", "hidden", options.Hidden, "128,64"),
-    ("model", "freeze", options.Freeze, None),
-    ("model", "bn_train", options.BnTrain, False),
-    ("model", "input_size", options.InputSize, None),
-    ("data", "val_split", options.ValSplit, _D.val_split),
-    ("data", "test_split", options.TestSplit, _D.test_split),
-    ("data", "seed", options.Seed, _D.seed),
-    ("data", "max_bad", options.MaxBad, _D.max_bad),
-    ("data", "download", options.Download, False),
-    ("data", "class_names", options.ClassNames, None),
-    ("data", "image_column", options.ImageColumn, None),
-    ("data", "label_column", options.LabelColumn, None),
-    ("data", "image_dir", options.ImageDir, None),
-    ("augment", "hflip", options.HFlip, _A.hflip),
-    ("augment", "rotate", options.Rotate, _A.rotate),
-    ("augment", "zoom", options.Zoom, _A.zoom),
-    ("augment", "contrast", options.Contrast, _A.contrast),
-    ("augment", "color_jitter", options.ColorJitter, _A.color_jitter),
-    ("augment", "auto_augment", options.AutoAugment, _A.auto_augment),
-    ("optim", "optimizer", options.Optimizer, _O.optimizer),
-    ("optim", "lr", Lr, None),
-    ("optim", "weight_decay", options.WeightDecay, _O.weight_decay),
-    ("optim", "momentum", options.Momentum, _O.momentum),
-    ("optim", "nesterov", options.Nesterov, _O.nesterov),
-    ("optim", "schedule", options.Schedule, _O.schedule),
-    ("optim", "warmup_epochs", options.WarmupEpochs, _O.warmup_epochs),
-    ("optim", "step_size", options.StepSize, _O.step_size),
-    ("optim", "gamma", options.Gamma, _O.gamma),
-    ("optim", "label_smoothing", options.LabelSmoothing, _O.label_smoothing),
-    ("optim", "grad_clip", options.GradClip, _O.grad_clip),
-    ("optim", "accumulate", options.Accumulate, _O.accumulate),
-    ("optim", "class_weights", options.ClassWeights, _O.class_weights),
-    ("optim", "head_fit", options.HeadFit, _O.head_fit),
-    ("run", "epochs", Epochs, None),
-    ("run", "batch_size", options.TrainBatchSize, _R.batch_size),
-    ("run", "device", options.Device, _R.device),
-    ("run", "amp", options.Amp, _R.amp),
-    ("run", "channels_last", options.ChannelsLast, None),
-    ("run", "compile", options.Compile, False),
-    ("run", "sync_bn", options.SyncBn, False),
-    ("run", "workers", options.Workers, None),
-    ("run", "deterministic", options.Deterministic, False),
-    ("run", "monitor", options.Monitor, _R.monitor),
-    ("run", "patience", options.Patience, _R.patience),
-    ("run", "out", options.Out, None),
-    ("run", "overwrite", options.Overwrite, False),
-    ("run", "tensorboard", options.Tensorboard, False),
-    ("run", "cache_features", options.CacheFeatures, _R.cache_features),
-    ("run", "feature_views", options.FeatureViews, _R.feature_views),
-    ("run", "cache_images", options.CacheImages, _R.cache_images),
-    ("run", "cache_dir", options.CacheDir, None),
+    ("data", "source", options.Data),
+    ("model", "arch", options.Arch),
+    ("model", "num_classes", options.NumClasses),
+    ("model", "weights", options.Weights),
+    ("model", "dropout", options.Dropout),
+    ("model", "hidden", options.Hidden),
+    ("model", "freeze", options.Freeze),
+    ("model", "bn_train", options.BnTrain),
+    ("model", "input_size", options.InputSize),
+    ("data", "val_split", options.ValSplit),
+    ("data", "test_split", options.TestSplit),
+    ("data", "seed", options.Seed),
+    ("data", "max_bad", options.MaxBad),
+    ("data", "download", options.Download),
+    ("data", "class_names", options.ClassNames),
+    ("data", "image_column", options.ImageColumn),
+    ("data", "label_column", options.LabelColumn),
+    ("data", "image_dir", options.ImageDir),
+    ("augment", "hflip", options.HFlip),
+    ("augment", "rotate", options.Rotate),
+    ("augment", "zoom", options.Zoom),
+    ("augment", "contrast", options.Contrast),
+    ("augment", "color_jitter", options.ColorJitter),
+    ("augment", "auto_augment", options.AutoAugment),
+    ("optim", "optimizer", options.Optimizer),
+    ("optim", "lr", Lr),
+    ("optim", "weight_decay", options.WeightDecay),
+    ("optim", "momentum", options.Momentum),
+    ("optim", "nesterov", options.Nesterov),
+    ("optim", "schedule", options.Schedule),
+    ("optim", "warmup_epochs", options.WarmupEpochs),
+    ("optim", "step_size", options.StepSize),
+    ("optim", "gamma", options.Gamma),
+    ("optim", "label_smoothing", options.LabelSmoothing),
+    ("optim", "grad_clip", options.GradClip),
+    ("optim", "accumulate", options.Accumulate),
+    ("optim", "class_weights", options.ClassWeights),
+    ("optim", "head_fit", options.HeadFit),
+    ("run", "epochs", Epochs),
+    ("run", "batch_size", options.TrainBatchSize),
+    ("run", "device", options.Device),
+    ("run", "amp", options.Amp),
+    ("run", "channels_last", options.ChannelsLast),
+    ("run", "compile", options.Compile),
+    ("run", "sync_bn", options.SyncBn),
+    ("run", "workers", options.Workers),
+    ("run", "deterministic", options.Deterministic),
+    ("run", "monitor", options.Monitor),
+    ("run", "patience", options.Patience),
+    ("run", "out", options.Out),
+    ("run", "overwrite", options.Overwrite),
+    ("run", "tensorboard", options.Tensorboard),
+    ("run", "cache_features", options.CacheFeatures),
+    ("run", "feature_views", options.FeatureViews),
+    ("run", "cache_images", options.CacheImages),
+    ("run", "cache_dir", options.CacheDir),
 )
 # The parameter names the command line uses: "data" for the source, the field name otherwise.
-_NAMES = {(section, field): "data" if field == "source" else field for section, field, _, _ in GROUP}
-_DEFAULTS = {_NAMES[section, field]: default for section, field, _, default in GROUP}
+_NAMES = {(section, field): "data" if field == "source" else field for section, field, _ in GROUP}
+# --hidden is written 128,64; --epochs has no default of its own, as --resume keeps the run's.
+OPTION_DEFAULTS = {**{name: TRAIN_DEFAULTS[name] for name in _NAMES.values()},
+                   "hidden": ",".join(map(str, TRAIN_DEFAULTS["hidden"])), "epochs": None}
+assert len(OPTION_DEFAULTS) == len(TRAIN_DEFAULTS), "GROUP declares every train option once"
 
 
 def _kind(annotation) -> type:
@@ -108,7 +102,7 @@ def _kind(annotation) -> type:
     return next(arg for arg in get_args(kind) if arg is not type(None)) if get_origin(kind) is not None else kind
 
 
-_KINDS = {_NAMES[section, field]: _kind(annotation) for section, field, annotation, _ in GROUP}
+_KINDS = {_NAMES[section, field]: _kind(annotation) for section, field, annotation in GROUP}
 
 
 def _use_config_files(ctx: typer.Context, paths: Optional[list[Path]]) -> Optional[list[Path]]:
@@ -128,17 +122,58 @@ ConfigFile = Annotated[Optional[list[Path]], typer.Option(
 CONFIG_FILE_LIMIT = 1 << 20
 
 
-def read_options_file(path: Path, *, extra: tuple[str, ...] = (), leave_out: tuple[str, ...] = ()) -> tuple[dict, dict]:
-    """The train option values a TOML file sets (keys named as the options, with - or _) and its
-    ``extra`` keys. An unreadable file (not a regular file, over CONFIG_FILE_LIMIT), an unknown
-    key or a bad value, of the wrong TOML type included, is a ConfigError naming it."""
+def _read_toml(path: Path) -> dict:
     try:
-        document = tomllib.loads(read_regular_file(path, limit=CONFIG_FILE_LIMIT, what="config file").decode())
+        return tomllib.loads(read_regular_file(path, limit=CONFIG_FILE_LIMIT, what="config file").decode())
     except TlcliError as exc:
         raise ConfigError(str(exc)) from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
-    valid = [name for name in _DEFAULTS if name not in leave_out]
+
+
+# Options a command's --config file cannot set: the file itself, and how this invocation runs.
+_NOT_IN_FILES = ("config_file", "resume", "nproc", "as_json", "help")
+
+
+def read_command_file(command, path: Path) -> dict:
+    """A command's own option values from a TOML file, keys named as its options (from = "...",
+    backbone-lr-mult = 0.5), each checked for its TOML type; click checks the values themselves."""
+    keys = {}
+    for param in command.params:
+        if param.param_type_name == "option" and param.name not in _NOT_IN_FILES:
+            for flag in (opt[2:] for opt in param.opts if opt.startswith("--")):
+                keys[flag] = keys[flag.replace("-", "_")] = param
+    values = {}
+    for key, value in _read_toml(path).items():
+        if key not in keys:
+            close = difflib.get_close_matches(key, list(keys), n=1)
+            valid = ", ".join(dict.fromkeys(k for k in keys if "_" not in k))
+            raise ConfigError(f"{path}: unknown key '{key}'" + (f" (did you mean {close[0]}?)" if close else "") + f"; valid keys: {valid}")
+        param = keys[key]
+        kind = param.type_descriptor.annotation
+        check_toml_type(path, key, value, kind if kind in (int, float, bool) else str)
+        values[param.name] = value
+    return values
+
+
+def _use_command_files(ctx: typer.Context, paths: Optional[list[Path]]) -> Optional[list[Path]]:
+    for path in paths or []:
+        ctx.default_map = {**(ctx.default_map or {}), **read_command_file(ctx.command, path)}
+    return paths
+
+
+CommandConfigFile = Annotated[Optional[list[Path]], typer.Option(
+    "--config", is_eager=True, callback=_use_command_files,
+    help="A TOML file of this command's options, KEY = VALUE as the options are named (epochs = 10, backbone-lr-mult = 0.5); "
+         "repeat it to apply several files in order; options given on the command line win [default: none].")]
+
+
+def read_options_file(path: Path, *, extra: tuple[str, ...] = (), leave_out: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """The train option values a TOML file sets (keys named as the options, with - or _) and its
+    ``extra`` keys. An unreadable file (not a regular file, over CONFIG_FILE_LIMIT), an unknown
+    key or a bad value, of the wrong TOML type included, is a ConfigError naming it."""
+    document = _read_toml(path)
+    valid = [name for name in OPTION_DEFAULTS if name not in leave_out]
     values, extras, keys = {}, {}, {}
     for key, value in document.items():
         name = key.lstrip("-").replace("-", "_")
@@ -173,18 +208,8 @@ def check_toml_type(path: Path, key: str, value, kind: type) -> None:
 
 
 def config_from_options(values: dict) -> TrainConfig:
-    """The TrainConfig that the group's parsed values describe."""
-    sections: dict[str, dict] = {"data": {}, "model": {}, "augment": {}, "optim": {}, "run": {}}
-    for section, field, _, _ in GROUP:
-        sections[section][field] = values[_NAMES[section, field]]
-    sections["model"]["hidden"] = options.parse_hidden(sections["model"]["hidden"])
-    sections["run"]["seed"] = sections["data"]["seed"]
-    if sections["run"]["epochs"] is None:
-        sections["run"]["epochs"] = _R.epochs
-    return TrainConfig(
-        data=DataConfig(**sections["data"]), model=ModelConfig(**sections["model"]), augment=AugmentConfig(**sections["augment"]),
-        optim=OptimConfig(**sections["optim"]), run=RunConfig(**sections["run"]),
-    )
+    """The TrainConfig that the group's parsed values describe (an --epochs not given: the default)."""
+    return train_config(**{name: value for name, value in values.items() if not (name == "epochs" and value is None)})
 
 
 def _own_parameters(command, *injected: str) -> list[inspect.Parameter]:
@@ -201,15 +226,6 @@ def _present(wrapper, parameters: list[inspect.Parameter]):
     return wrapper
 
 
-def warnings_about(config: TrainConfig) -> list[str]:
-    """Settings that run but are unlikely to be what was meant."""
-    freeze = config.model.freeze
-    if config.model.weights == "none" and freeze not in (None, "none"):
-        return [f"--weights none --freeze {freeze} trains on random features: the frozen layers keep their random "
-                "initial weights (use pretrained weights, or --freeze none to train from scratch)"]
-    return []
-
-
 def with_train_options(command=None, *, leave_out: tuple[str, ...] = ()):
     """Add every train option but those in ``leave_out`` (``config_file`` is --config) to
     ``command``. Depending on its parameters, it receives them as one ``config: TrainConfig``,
@@ -219,8 +235,8 @@ def with_train_options(command=None, *, leave_out: tuple[str, ...] = ()):
         return functools.partial(with_train_options, leave_out=leave_out)
     wants = inspect.signature(command).parameters
     own = _own_parameters(command, "config", "changed", "given")
-    group = [inspect.Parameter(_NAMES[section, field], inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
-             for section, field, annotation, default in GROUP if _NAMES[section, field] not in leave_out]
+    group = [inspect.Parameter(_NAMES[section, field], inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=OPTION_DEFAULTS[_NAMES[section, field]])
+             for section, field, annotation in GROUP if _NAMES[section, field] not in leave_out]
     if "config_file" not in leave_out:
         group.insert(0, inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=ConfigFile, default=None))
     context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
@@ -228,9 +244,9 @@ def with_train_options(command=None, *, leave_out: tuple[str, ...] = ()):
     @functools.wraps(command)
     def wrapper(ctx: typer.Context, **values):
         values.pop("config_file", None)
-        chosen = {name: values.pop(name) for name in _DEFAULTS if name not in leave_out}
+        chosen = {name: values.pop(name) for name in OPTION_DEFAULTS if name not in leave_out}
         if "config" in wants:
-            values["config"] = config_from_options({**_DEFAULTS, **chosen})
+            values["config"] = config_from_options({**OPTION_DEFAULTS, **chosen})
             for warning in warnings_about(values["config"]):
                 output.warn(warning)
         given = {name: value for name, value in chosen.items() if ctx.get_parameter_source(name).name != "DEFAULT"}
@@ -249,7 +265,7 @@ def option_values(arguments: list[str], defaults: dict | None = None) -> dict:
     command = typer.main.get_command(_parser)
     make_strict(command)
     context = command.make_context("train options", list(arguments), default_map=defaults)
-    return {name: context.params[name] for name in _DEFAULTS}
+    return {name: context.params[name] for name in OPTION_DEFAULTS}
 
 
 def parse_train_options(arguments: list[str], defaults: dict | None = None) -> TrainConfig:
@@ -266,14 +282,9 @@ def _parse(config: TrainConfig) -> TrainConfig:
     return config
 
 
-# What finetune may change from phase 1: each option as the group declares it, defaulting to
-# phase 1's value. Flags get a --no- form, so phase 2 can also turn off what phase 1 turned on.
-PHASE1_OVERRIDES = (
-    ("optim", "optimizer"), ("optim", "schedule"), ("optim", "weight_decay"), ("optim", "warmup_epochs"),
-    ("augment", "hflip"), ("augment", "rotate"), ("augment", "zoom"), ("augment", "contrast"), ("augment", "color_jitter"),
-    ("augment", "auto_augment"), ("run", "batch_size"), ("run", "device"), ("run", "amp"), ("run", "patience"),
-    ("run", "workers"), ("run", "cache_images"), ("run", "cache_dir"),
-)
+# What finetune may change from phase 1 (api.options.PHASE1_OVERRIDES): each option as the group
+# declares it, defaulting to phase 1's value. Flags get a --no- form, so phase 2 can also turn off
+# what phase 1 turned on.
 
 
 def _override(annotation):
@@ -290,19 +301,15 @@ def _override(annotation):
 
 
 def with_phase1_overrides(command):
-    """Add PHASE1_OVERRIDES to ``command``, which receives those given as
-    ``overrides={section: {field: value}}``."""
-    declared = {(section, field): annotation for section, field, annotation, _ in GROUP}
+    """Add PHASE1_OVERRIDES to ``command``, which receives those given as ``overrides={name: value}``."""
+    declared = {(section, field): annotation for section, field, annotation in GROUP}
     own = _own_parameters(command, "overrides")
     added = [inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, annotation=_override(declared[section, field]), default=None)
              for section, field in PHASE1_OVERRIDES]
 
     @functools.wraps(command)
     def wrapper(**values):
-        overrides: dict[str, dict] = {"optim": {}, "augment": {}, "run": {}}
-        for section, field in PHASE1_OVERRIDES:
-            if (value := values.pop(field)) is not None:
-                overrides[section][field] = value
+        overrides = {field: value for _, field in PHASE1_OVERRIDES if (value := values.pop(field)) is not None}
         return command(overrides=overrides, **values)
 
     return _present(wrapper, own + added)

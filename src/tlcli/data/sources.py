@@ -41,6 +41,23 @@ def load_data(config: DataConfig, *, judged: bool = True) -> ImageData:
     return apply_fold(data, folds=config.folds, fold=config.fold, seed=config.seed) if config.folds else data
 
 
+def _missing(source: str) -> DataError:
+    return DataError(
+        f"no data set '{source}': it is not a folder, not a folder under {data_root()}/, "
+        f"not a built-in set ({', '.join(BUILTIN_NAMES)}), TFRecord files, hf:DATASET or a .csv label file"
+    )
+
+
+def check_source_exists(source: str) -> None:
+    """A DataError, before anything else is read or built, when ``source`` names a folder or CSV
+    file that is not there (built-in sets, hf: and TFRecord sources are checked as they load)."""
+    if source in BUILTIN_NAMES or source.startswith(HF_PREFIX) or is_tfrecord_source(source) or resolve_folder(source) is not None:
+        return
+    if source.lower().endswith(".csv"):
+        raise DataError(f"no CSV label file '{source}': it is not a file, nor a file under {data_root()}/")
+    raise _missing(source)
+
+
 def _load_source(config: DataConfig) -> ImageData:
     source = config.source
     if source == "digits":
@@ -58,8 +75,5 @@ def _load_source(config: DataConfig) -> ImageData:
         return load_tfrecord_data(config)
     folder = resolve_folder(source)
     if folder is None:
-        raise DataError(
-            f"no data set '{source}': it is not a folder, not a folder under {data_root()}/, "
-            f"not a built-in set ({', '.join(BUILTIN_NAMES)}), TFRecord files, hf:DATASET or a .csv label file"
-        )
+        raise _missing(source)
     return load_folder(folder, config)

@@ -12,6 +12,7 @@ from torch import nn
 
 from tlcli.config import DEFAULT_LR, HEAD_ONLY_LR, OPTIMIZERS, SCHEDULES, OptimConfig
 from tlcli.errors import TlcliError
+from tlcli.models.heads import within_head
 
 
 def parameter_groups(model: nn.Module, head_name: str, config: OptimConfig) -> list[dict]:
@@ -20,7 +21,7 @@ def parameter_groups(model: nn.Module, head_name: str, config: OptimConfig) -> l
     head, backbone = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (head if name == head_name or name.startswith(head_name + ".") else backbone).append(parameter)
+            (head if within_head(name, head_name) else backbone).append(parameter)
     if not head and not backbone:
         raise TlcliError("every parameter is frozen: nothing to train (check the freeze policy)")
     if config.lr is not None and config.lr <= 0:

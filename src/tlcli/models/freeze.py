@@ -18,6 +18,7 @@ from torch import nn
 
 from tlcli.config import check_freeze_policy
 from tlcli.errors import ModelError
+from tlcli.models.heads import head_names, within_head
 
 # Where architectures keep their sequence of stages; the first one present with two or more
 # children is used, else the network's own top-level children.
@@ -75,7 +76,7 @@ def backbone_stages(model: nn.Module, head_name: str) -> list[list[str]]:
     children = []
     for child_name, child in trunk.named_children():
         full = f"{path}.{child_name}" if path else child_name
-        if _under(head_name, full) or _under(full, head_name) or not any(True for _ in child.parameters()):
+        if any(_under(head, full) for head in head_names(head_name)) or within_head(full, head_name) or not any(True for _ in child.parameters()):
             continue
         children.append((full, child))
     stages: list[list[str]] = []
@@ -89,7 +90,7 @@ def backbone_stages(model: nn.Module, head_name: str) -> list[list[str]]:
     if pending:
         stages += [[name] for name in pending]
     owner: dict[str, int] = {}
-    names = [name for name, _ in model.named_parameters() if not _under(name, head_name)]
+    names = [name for name, _ in model.named_parameters() if not within_head(name, head_name)]
     for index, prefixes in enumerate(stages):
         for name in names:
             if any(_under(name, prefix) for prefix in prefixes):
@@ -106,7 +107,7 @@ def _parameterised_layers(model: nn.Module, head_name: str) -> list[str]:
     return [
         name
         for name, module in model.named_modules()
-        if any(True for _ in module.parameters(recurse=False)) and not _under(name, head_name)
+        if any(True for _ in module.parameters(recurse=False)) and not within_head(name, head_name)
     ]
 
 
@@ -114,7 +115,7 @@ def frozen_names(model: nn.Module, policy: str, head_name: str) -> list[str]:
     """Names of the parameters the policy freezes; raises ModelError for a bad policy."""
     check_freeze_policy(policy)
     names = [name for name, _ in model.named_parameters()]
-    backbone = [name for name in names if not _under(name, head_name)]
+    backbone = [name for name in names if not within_head(name, head_name)]
     if policy == "none":
         return []
     if policy == "all":

@@ -3,6 +3,9 @@
 The head is the last ``nn.Linear`` the network registers (SqueezeNet: its final 1x1
 convolution). That rule holds for every torchvision classifier and the baselines; it keeps
 VGG's and MobileNetV3's pretrained hidden classifier layers, as transfer learning should.
+A timm model names its own through ``get_classifier()``, which may give two (a distilled
+DeiT's ``head`` and ``head_dist``, whose logits it averages): the head's name is then both,
+joined by a comma, and ``within_head`` tells any parameter of either.
 """
 
 from __future__ import annotations
@@ -12,8 +15,30 @@ from torch import nn
 from tlcli.errors import ModelError
 
 
+def head_names(head_name: str) -> list[str]:
+    return head_name.split(",")
+
+
+def within_head(name: str, head_name: str) -> bool:
+    """Whether the parameter or module ``name`` belongs to the head (to either of two)."""
+    return any(name == head or name.startswith(head + ".") for head in head_names(head_name))
+
+
+def _timm_classifiers(model: nn.Module) -> str | None:
+    """The names of what timm's ``get_classifier()`` gives, when it gives linear layers."""
+    if not hasattr(model, "get_classifier") or not hasattr(model, "reset_classifier"):
+        return None
+    given = model.get_classifier()
+    heads = given if isinstance(given, (tuple, list)) else (given,)
+    names = [name for head in heads if isinstance(head, nn.Linear) for name, module in model.named_modules() if module is head]
+    return ",".join(names) if names and len(names) == len(heads) else None
+
+
 def find_head(model: nn.Module) -> str:
-    """Dotted name of the module that produces the logits."""
+    """Dotted name of the module that produces the logits (of both, for a two-headed timm model)."""
+    timm_heads = _timm_classifiers(model)
+    if timm_heads:
+        return timm_heads
     linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if linear:
         return linear[-1]
@@ -54,6 +79,9 @@ def replace_head(model: nn.Module, head_name: str, num_classes: int, dropout: fl
     """
     if num_classes < 2:
         raise ModelError(f"the number of classes must be at least 2, got {num_classes}")
+    if "," in head_name:  # timm's own reset replaces every head it has
+        model.reset_classifier(num_classes)
+        return find_head(model)
     parent, attr = _parent(model, head_name)
     old = getattr(parent, attr)
     if isinstance(old, nn.Linear):

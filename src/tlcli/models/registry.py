@@ -21,7 +21,7 @@ from tlcli.errors import ModelError
 from tlcli.models.baselines import MLP, SimpleCNN
 from tlcli.models.downloads import require, timm_weights_file, torch_hub_file
 from tlcli.models.freeze import apply_freeze, count_parameters
-from tlcli.models.heads import find_head, head_dropout, replace_head
+from tlcli.models.heads import find_head, head_dropout, head_names, replace_head
 from tlcli.models.weights import load_weights_file, timm_model, torchvision_pretrained
 
 TIMM_PREFIX = "timm:"
@@ -250,7 +250,7 @@ def build_model(config: ModelConfig, *, num_classes: int | None = None, load_wei
     weights = resolve_weights(config)
     network, preprocess, weights_id = _base_network(config, source, weights, load_weights, num_classes)
     head_name = find_head(network)
-    head = network.get_submodule(head_name)
+    head = network.get_submodule(head_names(head_name)[0])
     current = head.out_features if isinstance(head, nn.Linear) else head.out_channels
     wanted = num_classes or current
     if wanted != current or (config.dropout is not None and source != "timm"):

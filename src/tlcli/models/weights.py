@@ -22,6 +22,7 @@ from torch import nn
 
 from tlcli.errors import TlcliError, WeightsError
 from tlcli.models.downloads import WeightsFile, missing_error, require, timm_weights_file, torch_hub_file
+from tlcli.models.heads import head_names, within_head
 
 # Long enough for a slow mirror, short enough that a cron job on a dead network gives up.
 DOWNLOAD_TIMEOUT_S = 60
@@ -153,7 +154,7 @@ def _by_position(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], h
 
 
 def _under_head(name: str, head_name: str) -> bool:
-    return name.startswith(head_name + ".")
+    return name not in head_names(head_name) and within_head(name, head_name)
 
 
 def load_weights_file(model: nn.Module, path: Path, head_name: str) -> list[str]:

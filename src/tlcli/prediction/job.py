@@ -19,7 +19,7 @@ from tlcli.prediction.classifiers import load_classifier
 from tlcli.prediction.decoding import DecodedBatch, decoded_batches, decoding_workers
 from tlcli.prediction.inputs import Item, iter_items
 from tlcli.prediction.output_file import ResultsFile, check_output, open_results
-from tlcli.prediction.results import FORMATS, Prediction, batch_text, footer, header
+from tlcli.prediction.results import FORMATS, Prediction, batch_text, footer, header, top_classes
 from tlcli.stopping import deferred, stop_asked, stopped_by
 
 
@@ -53,12 +53,11 @@ def _not_done(items: Iterator[Item], done: Counter, summary: PredictSummary) -> 
 
 
 def _predictions(batch: DecodedBatch, probabilities: torch.Tensor | None, classes: list[str], k: int) -> list[Prediction]:
-    rows = iter(zip(*probabilities.topk(k, dim=1)) if probabilities is not None else ())
+    rows = iter(top_classes(probabilities, classes, k) if probabilities is not None else ())
     results = []
     for name, error in zip(batch.names, batch.errors):
         if error is None:
-            values, indices = next(rows)
-            results.append(Prediction(name, [(classes[int(i)], float(v)) for v, i in zip(values, indices)]))
+            results.append(Prediction(name, next(rows)))
         else:
             results.append(Prediction(name, [], error))
     return results

@@ -26,12 +26,27 @@ class Prediction:
     top: list[tuple[str, float]]  # (class, probability), most likely first; empty on error
     error: str | None = None
 
+    @property
+    def label(self) -> str | None:
+        """The most likely class; None for an unreadable image."""
+        return self.top[0][0] if self.top else None
+
+    @property
+    def probability(self) -> float | None:
+        return self.top[0][1] if self.top else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "predictions": [{"label": label, "probability": p} for label, p in self.top],
             "error": self.error,
         }
+
+
+def top_classes(probabilities, classes: list[str], k: int) -> list[list[tuple[str, float]]]:
+    """Each row of ``probabilities``' ``k`` most likely (class, probability) pairs, most likely first."""
+    values, indices = probabilities.topk(min(k, len(classes)), dim=1)
+    return [[(classes[int(i)], float(v)) for v, i in zip(row_values, row_indices)] for row_values, row_indices in zip(values, indices)]
 
 
 def csv_rows(predictions: Iterable[Prediction]) -> list[list[str]]:

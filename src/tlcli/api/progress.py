@@ -1,15 +1,24 @@
-"""Training progress on stderr: a live bar on a terminal, plain time-stamped lines otherwise."""
+"""Training progress on stderr: a live bar on a terminal or in a notebook (Rich renders there),
+plain time-stamped lines in logs and cron mails; nothing at all when asked for none."""
 
 from __future__ import annotations
 
 import math
+import sys
 import time
+import warnings
 from datetime import datetime
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from tlcli.cli import output
 from tlcli.engine.observer import Observer
+
+# file=None (stderr) is looked up at each write, so redirection works. Off a terminal Rich assumes
+# 80 columns; logs and pipes get room for full paths instead. No markup: every string shown is
+# the user's or tlcli's, printed as it is.
+PIPE_WIDTH = 200
+console = Console(stderr=True, soft_wrap=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 
 # Off a terminal, work before the epochs reports how far it got this often (a cron log shows
 # a long decode moving without a line per batch).
@@ -36,13 +45,13 @@ class LineObserver(Observer):
         self._started: dict[str, tuple[float, float]] = {}  # what -> (start, last line), monotonic
 
     def epoch_end(self, row: dict) -> None:
-        output.info(_stamped(_epoch_line(row)))
+        console.print(_stamped(_epoch_line(row)))
 
     def warning(self, text: str) -> None:
-        output.warn(text)
+        console.print(f"Warning: {text}")
 
     def info(self, text: str) -> None:
-        output.info(text)
+        console.print(text)
 
     def rate(self, what: str, done: int) -> float:
         """``done`` per second since ``what`` began."""
@@ -54,10 +63,10 @@ class LineObserver(Observer):
         started, shown = self._started[what]
         if done >= total:
             del self._started[what]
-            output.info(_stamped(f"{what}: {done} {unit} in {time.monotonic() - started:.1f} s ({rate:.0f} {unit}/s)"))
+            console.print(_stamped(f"{what}: {done} {unit} in {time.monotonic() - started:.1f} s ({rate:.0f} {unit}/s)"))
         elif time.monotonic() - shown >= PLAIN_PROGRESS_EVERY_S:
             self._started[what] = (started, time.monotonic())
-            output.info(_stamped(f"{what}: {done}/{total} {unit} ({rate:.0f} {unit}/s)"))
+            console.print(_stamped(f"{what}: {done}/{total} {unit} ({rate:.0f} {unit}/s)"))
 
 
 class BarObserver(LineObserver):
@@ -73,7 +82,7 @@ class BarObserver(LineObserver):
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=output.err,
+            console=console,
             transient=True,
         )
         self.task = None
@@ -106,10 +115,19 @@ class BarObserver(LineObserver):
         self.bar.stop()  # after Ctrl-C mid-epoch the terminal gets its cursor back
 
 
-def make_observer() -> Observer:
+class QuietObserver(Observer):
+    """progress=False: no output, but warnings still reach Python's warnings machinery."""
+
+    def warning(self, text: str) -> None:
+        warnings.warn(text, stacklevel=2)
+
+
+def make_observer(show: bool = True) -> Observer:
     """Under torchrun, only rank 0 reports: the others' progress is the same."""
     from tlcli.engine.distributed import is_main_process
 
+    if not show:
+        return QuietObserver()
     if not is_main_process():
         return Observer()
-    return BarObserver() if output.err.is_terminal else LineObserver()
+    return BarObserver() if console.is_terminal or console.is_jupyter else LineObserver()

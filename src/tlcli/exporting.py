@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlcli import __version__
+from tlcli.version import __version__
 from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
 from tlcli.data.transforms import Preprocess, build_transform
 from tlcli.errors import ConfigError, TlcliError
@@ -54,6 +54,11 @@ class ExportResult:
     @property
     def passed(self) -> bool:
         return self.max_abs_diff <= PARITY_TOLERANCE and self.top1_agreement == 1.0
+
+    def __repr__(self) -> str:
+        int8 = f", int8 accuracy {self.quantized.int8_accuracy:.4f} vs fp32 {self.quantized.fp32_accuracy:.4f}" if self.quantized else ""
+        return (f"ExportResult('{self.path}', {self.format}, parity {'pass' if self.passed else 'FAIL'}: "
+                f"max |logit difference| {self.max_abs_diff:.1e}, top-1 agreement {self.top1_agreement:.0%}{int8})")
 
     def to_dict(self) -> dict[str, Any]:
         return {

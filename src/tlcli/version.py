@@ -1,0 +1,3 @@
+"""tlcli's version, recorded in every checkpoint, run and export."""
+
+__version__ = "0.1.0"
