@@ -29,7 +29,7 @@ def phase1(tmp_path_factory, _one_thread):
         patch.chdir(root)
         patch.setenv("TLCLI_CHECKPOINTS_DIR", str(root / "checkpoints"))
         patch.setenv("TLCLI_CACHE_DIR", str(root / "cache"))
-        return tlcli.train("digits", arch="mlp", weights="none", epochs=3, workers=0, out=str(root / "phase1"), progress=False)
+        return tlcli.train("digits", arch="mlp", weights="none", epochs=3, workers=0, out=root / "phase1", progress=False)  # a Path, too
 
 
 def test_help_lists_every_verb_with_its_docstring():
@@ -52,16 +52,24 @@ def test_train_lists_every_train_option_with_the_command_line_default():
     ({"optimizer": "adagrad"}, "unknown optimizer 'adagrad'; choose one of adam, adamw, sgd, rmsprop"),
     ({"freeze": "last:x"}, "freeze policy 'last:x' needs a whole number"),
     ({"hidden": "64,x"}, "hidden takes comma-separated whole numbers"),
+    ({"batch_size": 0}, "batch size must be at least 1, got 0"),
+    ({"dropout": 1.5}, "dropout must be from 0.0 to 0.99, got 1.5"),
+    ({"device": "gpu"}, "unknown device 'gpu'"),
 ])
 def test_a_bad_option_is_a_config_error_before_any_data_is_read(options, message):
     with pytest.raises(tlcli.ConfigError, match=re.escape(message)):
         tlcli.train("no/such/folder", progress=False, **options)
 
 
+def test_an_empty_data_source_is_a_config_error():
+    with pytest.raises(tlcli.ConfigError, match="data names no data set"):
+        tlcli.train(" ", progress=False)
+
+
 def test_the_two_phases_evaluate_predict_and_export_from_python(phase1, tmp_path, capsys):
     assert phase1.history[-1]["val_acc"] > 0.8  # it learned: 10 classes, chance is 0.1
     assert repr(phase1).startswith(f"RunResult('{phase1.run_dir}', phase 1, 3 epochs, best val_loss ")
-    phase2 = tlcli.finetune(phase1.run_dir, epochs=1, lr=1e-3, hflip=False, out=str(tmp_path / "phase2"), progress=False)
+    phase2 = tlcli.finetune(phase1.run_dir, epochs=1, lr=1e-3, hflip=False, batch_size=None, out=tmp_path / "phase2", progress=False)
     assert phase2.phase == 2 and phase2.history[0] == phase1.history[0]
     assert capsys.readouterr().err == ""  # progress=False: nothing on stderr
 
@@ -102,6 +110,10 @@ def test_predict_writes_an_output_file_instead_of_keeping_rows(phase1, tmp_path)
     assert json.loads((tmp_path / "out.jsonl").read_text())["path"] == str(image)
     with pytest.raises(tlcli.ConfigError, match="not both"):
         tlcli.predict([str(image), Image.open(image)], checkpoint=phase1.run_dir)
+    with pytest.raises(tlcli.ConfigError, match="not both"):
+        tlcli.predict(image, checkpoint=phase1.run_dir, model=tmp_path / "model.onnx")
+    with pytest.raises(tlcli.ConfigError, match="resume continues an output file"):
+        tlcli.predict(image, checkpoint=phase1.run_dir, resume=True)
 
 
 def test_resume_continues_a_run_and_refuses_other_options(phase1, tmp_path):

@@ -157,6 +157,9 @@ def test_a_two_headed_timm_model_gets_both_heads_through_timm_and_trains_both_in
     assert [built.model.get_submodule(name).out_features for name in ("head", "head_dist")] == [3, 3]
     trainable = {name for name, p in built.model.named_parameters() if p.requires_grad}
     assert trainable == {"head.weight", "head.bias", "head_dist.weight", "head_dist.bias"}
+    levit = _build("timm:levit_128s", 3, weights="none", freeze="backbone")  # two heads, each BatchNorm + Linear
+    assert levit.head_name == "head,head_dist" and levit.model.head_dist.linear.out_features == 3
+    assert {name.split(".")[0] for name, p in levit.model.named_parameters() if p.requires_grad} == {"head", "head_dist"}
 
     run = tmp_path / "run"
     options = dict(arch=arch, weights="none", freeze="backbone", val_split=0.34, test_split=0.0, workers=0, progress=False)

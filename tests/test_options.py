@@ -166,4 +166,6 @@ def test_finetune_takes_a_config_file_and_resumes_a_phase_2_run(run_cli, tmp_pat
     with open(tmp_path / "p2" / "history.csv") as file:
         assert [row["phase"] for row in csv.DictReader(file)] == ["1", "2", "2"]
     refused = run_cli("finetune", "--from", "p1", "--resume", "p2", "--lr", "0.1")
-    assert refused.code == 2 and "only epochs may change, not lr" in refused.stderr
+    assert refused.code == 2 and "only --epochs may change, not --lr" in refused.stderr
+    not_its_parent = run_cli("finetune", "--from", "p2", "--resume", "p2")
+    assert not_its_parent.code == 1 and "is not a phase-2 run fine-tuned from" in not_its_parent.stderr

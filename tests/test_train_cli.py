@@ -219,7 +219,9 @@ def test_resume_refuses_any_changed_option_but_epochs(run_cli):
     # Refused before the checkpoint is even looked for: exit 2, one line naming the options.
     result = run_cli("train", "--resume", "nowhere/last.pt", "--lr", "0.5", "--batch-size", "8", "--epochs", "20")
     assert result.code == 2, result.stderr
-    assert result.stderr.strip() == "Error: resume continues the run as its checkpoint configures it; only epochs may change, not batch_size, lr"
+    assert result.stderr.strip() == "Error: --resume continues the run as its checkpoint configures it; only --epochs may change, not --batch-size, --lr"
+    again = run_cli("train", "--resume", "nowhere/last.pt", "--data", "digits")  # even the default value, once typed
+    assert again.code == 2 and again.stderr.strip().endswith("not --data")
 
 
 def test_resume_falls_back_to_best_pt_when_a_kill_left_no_last_pt(run_cli, tiny, tmp_path):

@@ -237,10 +237,36 @@ def check_folds(folds: int) -> int:
     return folds
 
 
+# The ranges of numeric fields, as the command line's options bound them: (section, field) ->
+# (lowest, highest), None for no bound; a None value (the field's automatic choice) passes.
+RANGES = {
+    ("model", "num_classes"): (2, None), ("model", "dropout"): (0.0, 0.99), ("model", "input_size"): (4, None),
+    ("data", "max_bad"): (0.0, None), ("augment", "rotate"): (0.0, 180.0), ("augment", "zoom"): (0.0, 0.99),
+    ("augment", "contrast"): (0.0, 0.99), ("augment", "color_jitter"): (0.0, 0.99),
+    ("optim", "weight_decay"): (0.0, None), ("optim", "momentum"): (0.0, 1.0), ("optim", "warmup_epochs"): (0, None),
+    ("optim", "step_size"): (1, None), ("optim", "gamma"): (0.0, 1.0), ("optim", "label_smoothing"): (0.0, 0.99),
+    ("optim", "grad_clip"): (0.0, None), ("optim", "accumulate"): (1, None), ("optim", "backbone_lr_mult"): (0.0, None),
+    ("run", "batch_size"): (1, None), ("run", "workers"): (0, None), ("run", "patience"): (0, None),
+}
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+def check_ranges(config: TrainConfig) -> None:
+    """A ConfigError for the first numeric field outside its range, or a device of no known form."""
+    for (section, name), (low, high) in RANGES.items():
+        value = getattr(getattr(config, section), name)
+        if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise ConfigError(f"{name.replace('_', ' ')} must be {bounds}, got {value}")
+    if not re.fullmatch(DEVICE_PATTERN, config.run.device):
+        raise ConfigError(f"unknown device '{config.run.device}'; use auto, cpu, cuda, cuda:N or mps")
+
+
 def check_config(config: TrainConfig) -> None:
     """A ConfigError for the first value a run cannot take, whatever its data: a choice, a range,
     a number that is not finite, or a pair of fractions that leaves nothing to train on."""
     check_choices(config)
+    check_ranges(config)
     for section in (config.data, config.model, config.augment, config.optim, config.run):
         for name, value in vars(section).items():
             if isinstance(value, float) and not math.isfinite(value):

@@ -5,10 +5,13 @@ sets the split's and the run's), with the dataclasses' defaults. Nothing else ho
 from __future__ import annotations
 
 import difflib
+import numbers
+import os
 from dataclasses import MISSING, fields, replace
 from typing import Any
 
 from tlcli.config import (
+    MONITORS,
     AugmentConfig,
     DataConfig,
     FinetuneConfig,
@@ -61,19 +64,32 @@ def unknown_option(name: str, valid) -> ConfigError:
     return ConfigError(f"unknown option '{name}'" + (f" (did you mean {close[0]}?)" if close else "") + f"; valid: {', '.join(valid)}")
 
 
-def check_type(name: str, value: Any, annotation: str) -> None:
-    """A ConfigError unless ``value`` is what the field's ``annotation`` takes."""
+def _plain(value: Any, kinds: list[str]) -> Any:
+    """A path as its string, a NumPy number as Python's, for the fields that take them."""
+    if isinstance(value, os.PathLike) and "str" in kinds:
+        return os.fspath(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and ("int" in kinds or "float" in kinds):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)) and "float" in kinds:
+        return float(value)
+    return value
+
+
+def check_type(name: str, value: Any, annotation: str) -> Any:
+    """``value`` as the field's ``annotation`` takes it (a path as a string), else a ConfigError."""
     kinds = annotation.split(" | ")
+    value = _plain(value, kinds)
     if value is None and "None" in kinds:
-        return
+        return value
     accepted = tuple(kind for name_ in kinds if name_ != "None" for kind in _ACCEPTED[name_])
     if isinstance(value, bool) != (bool in accepted) or not isinstance(value, accepted):
         raise ConfigError(f"{name} takes {' or '.join(kinds)}, got {value!r}")
+    return value
 
 
 def hidden_sizes(value) -> tuple[int, ...]:
     """--hidden as sizes: ``"128,64"``, or a sequence of whole numbers."""
-    parts = value.split(",") if isinstance(value, str) else list(value)
+    parts = value.split(",") if isinstance(value, str) else [value] if isinstance(value, numbers.Integral) else list(value)
     try:
         sizes = tuple(int(str(part).strip()) for part in parts if str(part).strip())
     except ValueError:
@@ -93,11 +109,11 @@ def train_config(base: TrainConfig | None = None, **options: Any) -> TrainConfig
             raise unknown_option(name, TRAIN_OPTIONS)
         if name == "hidden":
             value = hidden_sizes(value)
-        check_type(name, value, TRAIN_TYPES[name])
+        value = check_type(name, value, TRAIN_TYPES[name])
+        if name == "data" and not value.strip():
+            raise ConfigError("data names no data set: give a folder, a built-in set such as digits, a CSV file or hf:NAME")
         for section, field in TRAIN_OPTIONS[name]:
             sections[section][field] = value
-    if "data" in options and not str(options["data"]).strip():
-        raise ConfigError("data names no data set: give a folder, a built-in set such as digits, a CSV file or hf:NAME")
     base = base or TrainConfig()
     config = TrainConfig(**{section: replace(getattr(base, section), **changes) for section, changes in sections.items()})
     if config.model.freeze is not None:
@@ -115,12 +131,16 @@ def finetune_config(source: str, **options: Any) -> FinetuneConfig:
     for name, value in options.items():
         if name not in changeable:
             raise unknown_option(name, [*FINETUNE_DEFAULTS, *changeable])
-        check_type(name, value, TRAIN_TYPES[name])
-        overrides[changeable[name]][name] = value
-    for name, value in own.items():
-        check_type(name, value, next(f.type for f in fields(FinetuneConfig) if f.name == name))
+        if value is not None:  # None: phase 1's value, as the signature says
+            overrides[changeable[name]][name] = check_type(name, value, TRAIN_TYPES[name])
+    types = {field.name: field.type for field in fields(FinetuneConfig)}
+    own = {name: check_type(name, value, types[name]) for name, value in own.items()}
     if own.get("unfreeze", "all") != "all":
         check_freeze_policy(own["unfreeze"])
+    if own.get("epochs", 1) < 1 or own.get("backbone_lr_mult", 0.0) < 0 or not own.get("lr", 1.0) > 0:
+        raise ConfigError(f"finetune takes epochs >= 1, lr > 0 and backbone_lr_mult >= 0, got {own}")
+    if own.get("monitor", "val_acc") not in MONITORS:
+        raise ConfigError(f"unknown monitor '{own['monitor']}'; choose one of {', '.join(MONITORS)}")
     return FinetuneConfig(source=str(source), **own, optim_overrides=tuple(overrides["optim"].items()),
                           run_overrides=tuple(overrides["run"].items()), augment_overrides=tuple(overrides["augment"].items()))
 

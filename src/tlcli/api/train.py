@@ -70,6 +70,19 @@ def _only_epochs(given: dict[str, Any]) -> int | None:
     return given.get("epochs")
 
 
+def _check_phase2_of(run: str | Path, resume: str | Path) -> None:
+    """A TlcliError unless ``resume`` is a phase-2 run fine-tuned from ``run``."""
+    from tlcli.checkpoint import load_checkpoint
+    from tlcli.errors import TlcliError
+    from tlcli.runs import resolve_checkpoint
+
+    parent = resolve_checkpoint(str(run))
+    recorded = load_checkpoint(resolve_checkpoint(str(resume), prefer="last.pt"))
+    if recorded.get("phase", 1) < 2 or Path(recorded.get("parent") or "").resolve() != parent.resolve():
+        raise TlcliError(f"{resume} is not a phase-2 run fine-tuned from {parent} (it is phase {recorded.get('phase', 1)}, "
+                         f"from {recorded.get('parent') or 'no parent'}); resume a phase-2 run of this parent")
+
+
 def _cross_validate(config: TrainConfig, folds: int, progress: bool):
     from dataclasses import replace
 
@@ -111,7 +124,9 @@ def finetune(run: str | Path, *, resume: str | Path | None = None, progress: boo
     if resume not in (None, "auto"):
         from tlcli.resuming import resume as resume_run
 
-        return resume_run(Path(resume), epochs=_only_epochs(options), observer=observer)
+        epochs = _only_epochs(options)
+        _check_phase2_of(run, resume)
+        return resume_run(Path(resume), epochs=epochs, observer=observer)
     config = finetune_config(str(run), **options)
     if resume == "auto":
         from tlcli.resuming import finetune_or_resume
@@ -145,7 +160,8 @@ def compare(runs: Mapping[str, Mapping[str, Any] | TrainConfig], *, out: str | P
     refused = {"out", "overwrite"} & {name for options in [shared, *(r for r in runs.values() if not isinstance(r, TrainConfig))] for name in options}
     if refused:
         raise ConfigError(f"{', '.join(sorted(refused))} cannot be set per run: the study decides where runs go")
-    configs = [(name, options if isinstance(options, TrainConfig) else train_config(**{**shared, **options})) for name, options in runs.items()]
+    configs = [(name, train_config(options, **shared) if isinstance(options, TrainConfig) else train_config(**{**shared, **options}))
+               for name, options in runs.items()]
     observer = make_observer(progress)
     for warning in dict.fromkeys(warning for _, config in configs for warning in warnings_about(config)):
         observer.warning(warning)

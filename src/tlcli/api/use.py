@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
@@ -64,6 +65,12 @@ def predict(images, *, checkpoint: str | Path | None = None, model: str | Path |
     """
     from PIL import Image
 
+    if checkpoint is not None and model is not None:
+        raise ConfigError("give a checkpoint or an ONNX model, not both")
+    if output == "-":
+        output = sys.stdout
+    if resume and not isinstance(output, (str, Path)):
+        raise ConfigError("resume continues an output file: give it as output")
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     in_memory = [item for item in items if not isinstance(item, (str, Path))]
     if in_memory and (len(in_memory) < len(items) or from_list is not None or output is not None):

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tlcli.config import CHOICES, MAX_SEED, DataConfig, check_folds
+from tlcli.config import CHOICES, DEVICE_PATTERN, MAX_SEED, DataConfig, check_folds
 from tlcli.errors import ConfigError
 
 
@@ -82,7 +82,7 @@ def folds(value: int) -> int:
 
 
 def _device(value: str | None) -> str | None:
-    if value is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+    if value is not None and not re.fullmatch(DEVICE_PATTERN, value):
         raise typer.BadParameter(f"'{value}' is not one of auto, cpu, cuda, cuda:N, mps")
     return value
 

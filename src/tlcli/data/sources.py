@@ -51,7 +51,7 @@ def _missing(source: str) -> DataError:
 def check_source_exists(source: str) -> None:
     """A DataError, before anything else is read or built, when ``source`` names a folder or CSV
     file that is not there (built-in sets, hf: and TFRecord sources are checked as they load)."""
-    if source in BUILTIN_NAMES or source.startswith(HF_PREFIX) or is_tfrecord_source(source) or resolve_folder(source) is not None:
+    if source in BUILTIN_NAMES or source.startswith(HF_PREFIX) or resolve_folder(source) is not None or is_tfrecord_source(source):
         return
     if source.lower().endswith(".csv"):
         raise DataError(f"no CSV label file '{source}': it is not a file, nor a file under {data_root()}/")

@@ -25,12 +25,14 @@ def within_head(name: str, head_name: str) -> bool:
 
 
 def _timm_classifiers(model: nn.Module) -> str | None:
-    """The names of what timm's ``get_classifier()`` gives, when it gives linear layers."""
+    """The names of what timm's ``get_classifier()`` gives: one head, or two (each a Linear, or a
+    module around one, as LeViT's NormLinear); None without one (num_classes=0 gives Identity)."""
     if not hasattr(model, "get_classifier") or not hasattr(model, "reset_classifier"):
         return None
     given = model.get_classifier()
     heads = given if isinstance(given, (tuple, list)) else (given,)
-    names = [name for head in heads if isinstance(head, nn.Linear) for name, module in model.named_modules() if module is head]
+    names = [name for head in heads if any(True for _ in head.parameters())
+             for name, module in model.named_modules() if module is head]
     return ",".join(names) if names and len(names) == len(heads) else None
 
 
@@ -79,7 +81,7 @@ def replace_head(model: nn.Module, head_name: str, num_classes: int, dropout: fl
     """
     if num_classes < 2:
         raise ModelError(f"the number of classes must be at least 2, got {num_classes}")
-    if "," in head_name:  # timm's own reset replaces every head it has
+    if _timm_classifiers(model) == head_name:  # timm's own reset replaces every head it has, whatever its kind
         model.reset_classifier(num_classes)
         return find_head(model)
     parent, attr = _parent(model, head_name)

@@ -251,7 +251,8 @@ def build_model(config: ModelConfig, *, num_classes: int | None = None, load_wei
     network, preprocess, weights_id = _base_network(config, source, weights, load_weights, num_classes)
     head_name = find_head(network)
     head = network.get_submodule(head_names(head_name)[0])
-    current = head.out_features if isinstance(head, nn.Linear) else head.out_channels
+    current = getattr(network, "num_classes", None) if source == "timm" else None
+    current = current or (head.out_features if isinstance(head, nn.Linear) else head.out_channels)
     wanted = num_classes or current
     if wanted != current or (config.dropout is not None and source != "timm"):
         head_name = replace_head(network, head_name, wanted, config.dropout)
