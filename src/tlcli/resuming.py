@@ -29,12 +29,21 @@ _HOW = {("run", name) for name in ("epochs", "out", "overwrite", "device", "amp"
                                    "cache_features", "tensorboard", "channels_last", "sync_bn")}
 
 
-def resume(path: Path, *, epochs: int | None = None, observer: Observer | None = None) -> RunResult:
+def fine_tuned_from(recorded: dict[str, Any], parent: Path) -> bool:
+    """Whether ``recorded`` (a checkpoint, or a run's config.json) is a phase-2 run of ``parent``."""
+    return Path(recorded.get("parent") or "").resolve() == parent.resolve()
+
+
+def resume(path: Path, *, epochs: int | None = None, observer: Observer | None = None, parent: Path | None = None) -> RunResult:
     """Continue a run from its checkpoint, after making its folder whole again (``recovery.recover``); a
     run stopped after its last epoch's checkpoint but before its finish is finished without training.
-    Under torchrun, with as many processes as the run had: each goes on with its own shard."""
+    Under torchrun, with as many processes as the run had: each goes on with its own shard. With
+    ``parent``, only a phase-2 run fine-tuned from that checkpoint is resumed."""
     path, fallback = resumable(Path(path) / "last.pt" if Path(path).is_dir() else Path(path))
     checkpoint = load_checkpoint(path)
+    if parent is not None and not fine_tuned_from(checkpoint, parent):
+        raise TlcliError(f"{path} is not a phase-2 run fine-tuned from {parent} (it is phase {checkpoint['phase']}, "
+                         f"from {checkpoint.get('parent') or 'no parent'}); resume a phase-2 run of this parent")
     with process_group(checkpoint["config"]["run"]["device"]):
         return _resume(path, fallback, checkpoint, epochs, observer or Observer())
 
@@ -93,7 +102,7 @@ def finetune_or_resume(config: FinetuneConfig, *, observer: Observer | None = No
     source = resolve_checkpoint(config.source)
 
     def same_parent(recorded: dict[str, Any]) -> None:
-        if Path(recorded.get("parent") or "").resolve() != source.resolve():
+        if not fine_tuned_from(recorded, source):
             raise TlcliError(f"{folder} holds a run fine-tuned from {recorded.get('parent')}, not from {source}; give --out another folder")
 
     device = overrides.get("device") or load_checkpoint(source)["config"]["run"]["device"]

@@ -12,21 +12,16 @@ from typing import Any
 
 from tlcli.config import (
     MONITORS,
-    AugmentConfig,
-    DataConfig,
     FinetuneConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
     TrainConfig,
     check_config,
     check_freeze_policy,
 )
 from tlcli.errors import ConfigError
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "augment": AugmentConfig, "optim": OptimConfig, "run": RunConfig}
+SECTIONS = {field.name: type(field.default) for field in fields(TrainConfig)}  # data -> DataConfig, ...
 # Not train options: set by train's --folds for each fold of a study, and by finetune.
-_STUDY_FIELDS = {("data", "folds"), ("data", "fold"), ("optim", "backbone_lr_mult")}
+_NOT_TRAIN_OPTIONS = {("data", "folds"), ("data", "fold"), ("optim", "backbone_lr_mult")}
 
 
 def _train_options() -> dict[str, tuple[tuple[str, str], ...]]:
@@ -34,7 +29,7 @@ def _train_options() -> dict[str, tuple[tuple[str, str], ...]]:
     options: dict[str, tuple[tuple[str, str], ...]] = {}
     for section, kind in SECTIONS.items():
         for field in fields(kind):
-            if (section, field.name) not in _STUDY_FIELDS:
+            if (section, field.name) not in _NOT_TRAIN_OPTIONS:
                 name = "data" if field.name == "source" else field.name
                 options[name] = (*options.get(name, ()), (section, field.name))
     return options
@@ -54,6 +49,9 @@ PHASE1_OVERRIDES = (
 )
 FINETUNE_DEFAULTS: dict[str, Any] = {field.name: field.default for field in fields(FinetuneConfig) if field.default is not MISSING
                                      and not field.name.endswith("_overrides")}
+FINETUNE_TYPES: dict[str, str] = {field.name: field.type for field in fields(FinetuneConfig)}
+# What finetune sets of phase 2's run besides PHASE1_OVERRIDES: where it goes.
+PHASE2_RUN_OPTIONS = (("run", "out"), ("run", "overwrite"))
 
 # Python types each annotation of the config dataclasses accepts (bool is not a number here).
 _ACCEPTED = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "tuple[int, ...]": (tuple, list, str)}
@@ -127,14 +125,13 @@ def finetune_config(source: str, **options: Any) -> FinetuneConfig:
     the phase-1 settings it may change (PHASE1_OVERRIDES: optimizer, hflip, out, ...)."""
     own = {name: options.pop(name) for name in list(options) if name in FINETUNE_DEFAULTS}
     overrides: dict[str, dict] = {"optim": {}, "augment": {}, "run": {}}
-    changeable = {field: section for section, field in (*PHASE1_OVERRIDES, ("run", "out"), ("run", "overwrite"))}
+    changeable = {field: section for section, field in (*PHASE1_OVERRIDES, *PHASE2_RUN_OPTIONS)}
     for name, value in options.items():
         if name not in changeable:
             raise unknown_option(name, [*FINETUNE_DEFAULTS, *changeable])
         if value is not None:  # None: phase 1's value, as the signature says
             overrides[changeable[name]][name] = check_type(name, value, TRAIN_TYPES[name])
-    types = {field.name: field.type for field in fields(FinetuneConfig)}
-    own = {name: check_type(name, value, types[name]) for name, value in own.items()}
+    own = {name: check_type(name, value, FINETUNE_TYPES[name]) for name, value in own.items()}
     if own.get("unfreeze", "all") != "all":
         check_freeze_policy(own["unfreeze"])
     if own.get("epochs", 1) < 1 or own.get("backbone_lr_mult", 0.0) < 0 or not own.get("lr", 1.0) > 0:
@@ -143,6 +140,16 @@ def finetune_config(source: str, **options: Any) -> FinetuneConfig:
         raise ConfigError(f"unknown monitor '{own['monitor']}'; choose one of {', '.join(MONITORS)}")
     return FinetuneConfig(source=str(source), **own, optim_overrides=tuple(overrides["optim"].items()),
                           run_overrides=tuple(overrides["run"].items()), augment_overrides=tuple(overrides["augment"].items()))
+
+
+def only_epochs(given: dict[str, Any], *, spell=lambda name: name) -> int | None:
+    """The epochs a resumed run is given; a ConfigError naming (as ``spell`` writes them) the other
+    options given, which it would ignore."""
+    refused = sorted(spell(name) for name in given if name != "epochs")
+    if refused:
+        raise ConfigError(f"{spell('resume')} continues the run as its checkpoint configures it; only {spell('epochs')} may change, "
+                          f"not {', '.join(refused)}")
+    return given.get("epochs")
 
 
 def warnings_about(config: TrainConfig) -> list[str]:

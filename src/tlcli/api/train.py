@@ -9,10 +9,13 @@ from typing import Any, Mapping
 
 from tlcli.api.options import (
     FINETUNE_DEFAULTS,
+    FINETUNE_TYPES,
     PHASE1_OVERRIDES,
+    PHASE2_RUN_OPTIONS,
     TRAIN_DEFAULTS,
     TRAIN_TYPES,
     finetune_config,
+    only_epochs,
     train_config,
     warnings_about,
 )
@@ -54,33 +57,12 @@ def train(data: str = TRAIN_DEFAULTS["data"], *, folds: int = 0, resume: str | P
     if resume is not None:
         from tlcli.resuming import resume as resume_run
 
-        return resume_run(Path(resume), epochs=_only_epochs(given), observer=observer)
+        return resume_run(Path(resume), epochs=only_epochs(given), observer=observer)
     if folds:
         return _cross_validate(config, folds, progress)
     from tlcli.training import train as run
 
     return run(config, observer=observer)
-
-
-def _only_epochs(given: dict[str, Any]) -> int | None:
-    """The epochs a resumed run is given; a ConfigError for any other option, which it would ignore."""
-    refused = sorted(name for name in given if name != "epochs")
-    if refused:
-        raise ConfigError(f"resume continues the run as its checkpoint configures it; only epochs may change, not {', '.join(refused)}")
-    return given.get("epochs")
-
-
-def _check_phase2_of(run: str | Path, resume: str | Path) -> None:
-    """A TlcliError unless ``resume`` is a phase-2 run fine-tuned from ``run``."""
-    from tlcli.checkpoint import load_checkpoint
-    from tlcli.errors import TlcliError
-    from tlcli.runs import resolve_checkpoint
-
-    parent = resolve_checkpoint(str(run))
-    recorded = load_checkpoint(resolve_checkpoint(str(resume), prefer="last.pt"))
-    if recorded.get("phase", 1) < 2 or Path(recorded.get("parent") or "").resolve() != parent.resolve():
-        raise TlcliError(f"{resume} is not a phase-2 run fine-tuned from {parent} (it is phase {recorded.get('phase', 1)}, "
-                         f"from {recorded.get('parent') or 'no parent'}); resume a phase-2 run of this parent")
 
 
 def _cross_validate(config: TrainConfig, folds: int, progress: bool):
@@ -124,9 +106,10 @@ def finetune(run: str | Path, *, resume: str | Path | None = None, progress: boo
     if resume not in (None, "auto"):
         from tlcli.resuming import resume as resume_run
 
-        epochs = _only_epochs(options)
-        _check_phase2_of(run, resume)
-        return resume_run(Path(resume), epochs=epochs, observer=observer)
+        from tlcli.runs import resolve_checkpoint
+
+        epochs = only_epochs(options)
+        return resume_run(Path(resume), epochs=epochs, observer=observer, parent=resolve_checkpoint(str(run)))
     config = finetune_config(str(run), **options)
     if resume == "auto":
         from tlcli.resuming import finetune_or_resume
@@ -187,7 +170,6 @@ def _show_options(function, options: list[inspect.Parameter]) -> None:
 
 
 _show_options(train, [_keyword(name, default, TRAIN_TYPES[name]) for name, default in TRAIN_DEFAULTS.items() if name != "data"])
-_show_options(finetune, [*(_keyword(name, default, type(default).__name__ if default is not None else "str | None")
-                           for name, default in FINETUNE_DEFAULTS.items()),
-                         _keyword("out", None, "str | None"), _keyword("overwrite", False, "bool"),
+_show_options(finetune, [*(_keyword(name, default, FINETUNE_TYPES[name]) for name, default in FINETUNE_DEFAULTS.items()),
+                         *(_keyword(field, TRAIN_DEFAULTS[field], TRAIN_TYPES[field]) for _, field in PHASE2_RUN_OPTIONS),
                          *(_keyword(field, None, _optional(TRAIN_TYPES[field])) for _, field in PHASE1_OVERRIDES)])

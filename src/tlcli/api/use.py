@@ -76,14 +76,17 @@ def predict(images, *, checkpoint: str | Path | None = None, model: str | Path |
     if in_memory and (len(in_memory) < len(items) or from_list is not None or output is not None):
         raise ConfigError("predict takes either paths (files, folders, globs) or images in memory (PIL images, tensors), not both, "
                           "and writes only the results of paths to an output")
-    if in_memory:
-        return _predict_in_memory([_as_image(item, Image) for item in in_memory], checkpoint=checkpoint, model=model, topk=topk,
-                                  device=device, batch_size=batch_size, on_batch=on_batch)
     from tlcli.prediction import predict as run_predict
+    from tlcli.prediction import predict_images
+
+    checkpoint, model = None if checkpoint is None else str(checkpoint), None if model is None else Path(model)
+    if in_memory:
+        return Predictions(*predict_images([_as_image(item, Image) for item in in_memory], checkpoint=checkpoint, model_file=model, topk=topk,
+                                           device=device, batch_size=batch_size, on_batch=on_batch or (lambda batch: None)))
 
     kept: list = []
     stream = output if output is not None and not isinstance(output, (str, Path)) else None
-    path = Path(output) if isinstance(output, (str, Path)) and str(output) != "-" else None
+    path = Path(output) if isinstance(output, (str, Path)) else None
     chosen = format or (OUTPUT_SUFFIX_FORMATS.get(path.suffix.lower()) if path else None) or ("csv" if output is not None else "table")
     if path is not None and chosen not in ("csv", "jsonl", "json"):
         raise ConfigError(f"say the format of {path}: format='csv', 'jsonl' or 'json' (or name it .csv, .jsonl or .json)")
@@ -94,8 +97,7 @@ def predict(images, *, checkpoint: str | Path | None = None, model: str | Path |
         if on_batch is not None:
             on_batch(batch)
 
-    summary = run_predict([str(item) for item in items], checkpoint=None if checkpoint is None else str(checkpoint),
-                          model_file=None if model is None else Path(model), topk=topk, device=device, batch_size=batch_size,
+    summary = run_predict([str(item) for item in items], checkpoint=checkpoint, model_file=model, topk=topk, device=device, batch_size=batch_size,
                           workers=workers, from_list=from_list, format=chosen, output=path, stream=stream, resume=resume,
                           on_batch=batch_done)
     return Predictions(kept, summary)
@@ -111,27 +113,6 @@ def _as_image(item, image_module):
         return to_pil_image(item)
     raise ConfigError(f"predict takes image paths, PIL images or C x H x W tensors; got {type(item).__name__}"
                       + (f" of shape {tuple(item.shape)}" if hasattr(item, "shape") else ""))
-
-
-def _predict_in_memory(images: list, *, checkpoint, model, topk: int, device: str, batch_size: int, on_batch) -> Predictions:
-    import torch
-
-    from tlcli.prediction import PredictSummary, Prediction, load_classifier
-    from tlcli.prediction.results import top_classes
-
-    if topk < 1 or batch_size < 1:
-        raise ConfigError(f"topk and batch_size must be at least 1, got {topk} and {batch_size}")
-    classifier = load_classifier(None if checkpoint is None else str(checkpoint), model_file=None if model is None else Path(model),
-                                 device=device)
-    predictions = Predictions(summary=PredictSummary(classifier.source, images=len(images)))
-    for start in range(0, len(images), batch_size):
-        names = range(start, min(start + batch_size, len(images)))
-        probabilities = classifier(torch.stack([classifier.transform(images[i].convert("RGB")) for i in names]))
-        batch = [Prediction(f"<image {i}>", top) for i, top in zip(names, top_classes(probabilities, classifier.classes, topk))]
-        predictions.extend(batch)
-        if on_batch is not None:
-            on_batch(batch)
-    return predictions
 
 
 def export(run: str | Path | None = None, *, format: str = "onnx", out: str | Path | None = None, opset: int = 18,

@@ -8,10 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from tlcli import api
-from tlcli.api.options import FINETUNE_DEFAULTS
+from tlcli.api.options import FINETUNE_DEFAULTS, only_epochs
 from tlcli.cli import options, output
 from tlcli.cli.train_options import CommandConfigFile, with_phase1_overrides, with_train_options
-from tlcli.errors import ConfigError
 
 EPILOG = ("Exit codes: 0 success (also: --resume auto found the run already finished), 1 runtime failure (one 'Error:' line), "
           "2 usage error, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, 138 stopped after an epoch's checkpoint on SIGUSR1 (last.pt is intact in each).")
@@ -59,7 +58,7 @@ def train(
     if nproc > 1:
         _relaunch(nproc)
     if resume not in (None, "auto"):
-        _only_epochs_given(set(given) | ({"folds"} if folds else set()))
+        only_epochs({**given, **({"folds": folds} if folds else {})}, spell=_flag)  # named as typed, before the API names them
     result = api.train(**given, folds=folds, resume=resume)
     if folds:
         _show_folds(result, folds, as_json)
@@ -88,11 +87,8 @@ def _show(result, as_json: bool) -> None:
         output.print_json(result.to_dict()) if as_json else _render(result)
 
 
-def _only_epochs_given(given: set[str]) -> None:
-    """As the API refuses them, with the options named as typed: a resumed run keeps its checkpoint's configuration."""
-    refused = sorted(f"--{name.replace('_', '-')}" for name in given - {"epochs"})
-    if refused:
-        raise ConfigError(f"--resume continues the run as its checkpoint configures it; only --epochs may change, not {', '.join(refused)}")
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
 
 def _show_folds(result, folds: int, as_json: bool) -> None:
@@ -140,5 +136,5 @@ def finetune(
            "monitor": monitor, "out": out, "overwrite": overwrite}
     given = {name: value for name, value in own.items() if ctx.get_parameter_source(name).name != "DEFAULT"}
     if resume not in (None, "auto"):
-        _only_epochs_given(set(given) | set(overrides or {}))
+        only_epochs({**given, **(overrides or {})}, spell=_flag)
     _show(api.finetune(source, resume=resume, **given, **(overrides or {})), as_json)

@@ -48,13 +48,17 @@ def _missing(source: str) -> DataError:
     )
 
 
+def _missing_csv(source: str) -> DataError:
+    return DataError(f"no CSV label file '{source}': it is not a file, nor a file under {data_root()}/")
+
+
 def check_source_exists(source: str) -> None:
     """A DataError, before anything else is read or built, when ``source`` names a folder or CSV
     file that is not there (built-in sets, hf: and TFRecord sources are checked as they load)."""
     if source in BUILTIN_NAMES or source.startswith(HF_PREFIX) or resolve_folder(source) is not None or is_tfrecord_source(source):
         return
     if source.lower().endswith(".csv"):
-        raise DataError(f"no CSV label file '{source}': it is not a file, nor a file under {data_root()}/")
+        raise _missing_csv(source)
     raise _missing(source)
 
 
@@ -69,7 +73,7 @@ def _load_source(config: DataConfig) -> ImageData:
     if source.lower().endswith(".csv"):
         path = resolve_folder(source)
         if path is None:  # anything else there (a pipe, a device) is refused by the bounded read
-            raise DataError(f"no CSV label file '{source}': it is not a file, nor a file under {data_root()}/")
+            raise _missing_csv(source)
         return load_csv_data(path, config)
     if is_tfrecord_source(source):
         return load_tfrecord_data(config)

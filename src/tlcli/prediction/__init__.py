@@ -8,7 +8,7 @@ and ``job`` ties them together.
 
 from tlcli.prediction.classifiers import load_classifier
 from tlcli.prediction.decoding import decoding_workers
-from tlcli.prediction.job import PredictSummary, predict
+from tlcli.prediction.job import PredictSummary, predict, predict_images
 from tlcli.prediction.results import Prediction
 
-__all__ = ["Prediction", "PredictSummary", "decoding_workers", "load_classifier", "predict"]
+__all__ = ["Prediction", "PredictSummary", "decoding_workers", "load_classifier", "predict", "predict_images"]

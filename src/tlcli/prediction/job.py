@@ -14,7 +14,7 @@ from typing import BinaryIO, TextIO
 
 import torch
 
-from tlcli.errors import Interrupted, TlcliError
+from tlcli.errors import ConfigError, Interrupted, TlcliError
 from tlcli.prediction.classifiers import load_classifier
 from tlcli.prediction.decoding import DecodedBatch, decoded_batches, decoding_workers
 from tlcli.prediction.inputs import Item, iter_items
@@ -137,8 +137,7 @@ def predict(
     batches, with what was written said in the ``Interrupted`` raised."""
     if format not in FORMATS:
         raise TlcliError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
-    if topk < 1 or batch_size < 1:
-        raise TlcliError(f"top-k and the batch size must be at least 1, got {topk} and {batch_size}")
+    _check_sizes(topk, batch_size)
     output = output if format != "table" else None
     if output is not None:
         check_output(output, format, resume=resume)
@@ -163,6 +162,27 @@ def predict(
         if file is not None:
             file.close()
     return summary
+
+
+def _check_sizes(topk: int, batch_size: int) -> None:
+    if topk < 1 or batch_size < 1:
+        raise ConfigError(f"top-k and the batch size must be at least 1, got {topk} and {batch_size}")
+
+
+def predict_images(images: list, *, checkpoint: str | None = None, model_file: Path | None = None, topk: int = 5, device: str = "auto",
+                   batch_size: int = 32, on_batch: Callable[[list[Prediction]], None] = lambda predictions: None,
+                   ) -> tuple[list[Prediction], PredictSummary]:
+    """Classify PIL images already in memory, named ``<image N>``, with the preprocessing a file gets."""
+    _check_sizes(topk, batch_size)
+    classifier = load_classifier(checkpoint, model_file=model_file, device=device)
+    predictions: list[Prediction] = []
+    for start in range(0, len(images), batch_size):
+        names = range(start, min(start + batch_size, len(images)))
+        probabilities = classifier(torch.stack([classifier.transform(images[i].convert("RGB")) for i in names]))
+        batch = [Prediction(f"<image {i}>", top) for i, top in zip(names, top_classes(probabilities, classifier.classes, topk))]
+        predictions.extend(batch)
+        on_batch(batch)
+    return predictions, PredictSummary(classifier.source, images=len(images))
 
 
 def _stopped_message(summary: PredictSummary, output: Path | None, signum: int) -> str:
