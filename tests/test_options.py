@@ -118,17 +118,19 @@ def test_config_given_twice_applies_both_in_order_under_the_command_line(run_cli
     assert config["optim"]["weight_decay"] == 0.25  # the command line over both
 
 
-@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "too large"])
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "folder", "too large"])
 def test_a_config_file_that_is_no_small_regular_file_exits_2_before_reading_it(run_cli, tmp_path, kind):
     path = tmp_path / "bad.toml"
-    if kind == "link to /dev/zero":
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "link to /dev/zero":
         path.symlink_to("/dev/zero")
     elif kind == "fifo":
         os.mkfifo(path)  # read, it would wait for a writer forever
     else:
         path.write_text("# " + "x" * (1 << 20) + "\n")
     expected = "is larger than 1,048,576 bytes" if kind == "too large" else "is not a regular file"
-    for command in (["train", "--data", "nowhere"], ["compare", "--data", "nowhere"]):
+    for command in (["train", "--data", "nowhere"], ["compare", "--data", "nowhere"], ["finetune", "--from", "nowhere"]):
         result = run_cli(*command, "--config", "bad.toml")
         assert result.code == 2, result.stderr
         assert result.stderr.startswith("Error: config file bad.toml ") and expected in result.stderr

@@ -119,10 +119,11 @@ def read_regular_file(path: Path, *, limit: int, what: str) -> bytes:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise TlcliError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder with its own error
+        os.close(descriptor)
+        raise TlcliError(f"{what} {path} is not a regular file (a folder, a device or a pipe); give a file")
     with os.fdopen(descriptor, "rb") as stream:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            raise TlcliError(f"{what} {path} is not a regular file (a folder, a device or a pipe); give a file")
         # Refused by its size when it says so; the read is bounded too, for a file still growing.
         data = b"" if info.st_size > limit else stream.read(limit + 1)
     if info.st_size > limit or len(data) > limit:
