@@ -25,8 +25,8 @@ $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-base
 
 # The main job on the built-in digits: the two phases of transfer learning from EfficientNet-Lite0's
-# real ImageNet weights (offline), evaluated and used to predict (examples/demo.sh: about two minutes
-# on 2 cores). The weights go into a Hugging Face cache of the demo's own, .venv/hf.
+# real ImageNet weights (offline), evaluated and used to predict (examples/demo.sh: about two and a
+# half minutes on 2 cores). The weights go into a Hugging Face cache of the demo's own, .venv/hf.
 demo: $(VENV)/.installed-demo
 	TLCLI=$(BIN)/tlcli PYTHON=$(BIN)/python HF_HOME=$(CURDIR)/$(VENV)/hf examples/demo.sh
 
@@ -38,13 +38,16 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q --durations=15
 
 # The targets of benchmarks/README.md: speed as ratios against plain PyTorch loops measured in the
-# same run, and the two-phase recipe's accuracy on real ImageNet weights against a
-# logistic-regression probe, and prediction at scale (25-40 minutes on 2 cores); exits 1 when a target is missed.
+# same run, the two-phase recipe's accuracy on real ImageNet weights on three real data sets against
+# a logistic-regression probe and fastai's fine_tune, and prediction at scale; exits 1 when a target is missed.
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	touch $@ $(VENV)/.installed-base
 
+# The quality target's data sets come from Debian's icon themes and emoji fonts: installed here
+# when missing (as root; elsewhere it names the apt-get line).
 bench: $(VENV)/.installed-bench
+	$(BIN)/python -c "from tlcli.bench.image_sets import ensure_installed; ensure_installed()"
 	$(BIN)/tlcli bench --save benchmarks/results.json
 
 # docs/options.md, generated from the command tree (a test fails when it is out of date).

@@ -25,7 +25,7 @@ phase1 = tlcli.train("digits", **model, out=f"{OUT}/phase1", overwrite=True)
 print(phase1)  # RunResult('checkpoints/from-python/phase1', phase 1, ..., best val_loss ... at epoch ...)
 
 # Phase 2: everything unfrozen at a lower learning rate, with small rotations and zooms (as make demo).
-phase2 = tlcli.finetune(phase1.run_dir, epochs=1 if SMOKE else 2, backbone_lr_mult=1.0, rotate=10, zoom=0.15, out=f"{OUT}/phase2", overwrite=True)
+phase2 = tlcli.finetune(phase1.run_dir, epochs=1 if SMOKE else 2, out=f"{OUT}/phase2", overwrite=True)
 
 # Both evaluated on the held-out test split they were trained beside.
 for run in (phase1, phase2):

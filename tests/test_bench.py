@@ -126,3 +126,22 @@ def test_bench_reports_each_measurement_as_a_ratio(run_cli, tmp_path):
 def test_bench_refuses_unknown_targets(run_cli):
     result = run_cli("bench", "--targets", "2,9")
     assert result.code == 2 and "expected targets among 1,2,3,4,5,6,quality" in result.stderr
+
+
+def test_quality_rows_hold_phase2_to_ten_points_only_where_the_probe_is_lowest():
+    from tlcli.bench.recipe import rows_of
+
+    measured = {"data": "icons", "classes": 9, "probe": {"test_acc": 0.55},
+                "phase1": {"val": 0.60, "test": 0.55, "seconds": 10.0},
+                "phase2": {"val": 0.62, "test": 0.60, "test_tta": 0.61, "seconds": 90.0, "epochs_run": 6},
+                "fastai": {"test_acc": 0.40, "wall_seconds": 250.0}}
+    lowest = {row.name.split(": ", 1)[1]: row for row in rows_of(measured, lowest_probe=True)}
+    other = {row.name.split(": ", 1)[1]: row for row in rows_of(measured, lowest_probe=False)}
+    test_row = "phase 2 test accuracy vs phase 1"
+    assert other[test_row].passed and not lowest[test_row].passed  # +5 points: enough elsewhere, not where the probe is lowest
+    assert lowest["phase 1 test accuracy vs a logistic-regression probe"].passed
+    assert lowest["tlcli train + finetune test accuracy vs fastai fine_tune(6)"].passed
+    time_row = lowest["wall time of tlcli train + finetune vs fastai fine_tune(6)"]
+    assert time_row.passed and time_row.ratio == 100.0 / 250.0
+    slower = {**measured, "fastai": {"test_acc": 0.40, "wall_seconds": 150.0}}
+    assert not next(row for row in rows_of(slower, lowest_probe=False) if row.unit == "s").passed

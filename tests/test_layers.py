@@ -16,8 +16,8 @@ SOURCE = Path(tlcli.__file__).parent
 LAYERS = (
     {"version", "errors", "config", "files", "host", "vision", "cache", "runs", "run_files", "stopping", "metrics", "plots"},
     {"data", "models"},
-    {"engine", "checkpoint", "features", "pipeline", "prepare", "recovery"},
-    {"training", "resuming", "evaluation", "prediction", "exporting", "quantization", "diagnostics", "report", "serving", "study"},
+    {"engine", "checkpoint", "features", "pipeline", "prepare", "recovery", "wiseft"},
+    {"training", "finetuning", "resuming", "evaluation", "prediction", "exporting", "quantization", "diagnostics", "report", "serving", "study"},
     {"api", "bench", "cli", "__main__"},
     {"tlcli"},  # the package itself: the public API that `import tlcli` gives
 )

@@ -19,7 +19,8 @@ from tlcli.errors import TlcliError
 from tlcli.evaluation import evaluate_checkpoint
 from tlcli.runs import RunFolder
 from tlcli.resuming import resume
-from tlcli.training import finetune, train
+from tlcli.finetuning import finetune
+from tlcli.training import train
 
 from conftest import make_class_folder, write_image
 
@@ -140,7 +141,9 @@ def test_two_phase_transfer_learning(tmp_path, monkeypatch):
     assert state["fc.weight"].shape == (10, 512)
     assert phase1.history[-1]["val_acc"] > 0.3
 
-    phase2 = finetune(FinetuneConfig(source="checkpoints/p1", epochs=1))
+    # The trial and the safety nets are tested on their own (test_transfer_quality, test_phase2_nets).
+    phase2 = finetune(FinetuneConfig(source="checkpoints/p1", epochs=1, backbone_lr_mult=1.0, ema=False, wise_ft=False,
+                                     optim_overrides=(("warmup_epochs", 0),)))  # the reports' rate from the first step
     best_val_acc = saved["history"][saved["progress"]["best_epoch"] - 1]["val_acc"]
     assert phase2.start["val_acc"] == pytest.approx(best_val_acc, abs=1e-9)
     final = load_checkpoint(phase2.run_dir / "last.pt")

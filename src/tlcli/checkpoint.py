@@ -18,7 +18,7 @@ import torch
 from tlcli.version import __version__
 from tlcli.engine.device import restore_rng_state, rng_state
 from tlcli.engine.distributed import world_size
-from tlcli.engine.loop import Progress
+from tlcli.engine.state import Progress
 from tlcli.engine.optim import continue_schedule
 from tlcli.errors import CheckpointError
 from tlcli.files import write_atomically
@@ -66,6 +66,7 @@ def training_checkpoint(prepared, *, progress, history: list[dict], lineage: dic
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
         "scaler": trainer.scaler.state_dict(),
+        "average": trainer.average.state_dict() if trainer.average is not None else None,
         "rng": rng_state(),
         "progress": asdict(progress),
         "history": history,
@@ -84,7 +85,9 @@ def restore_training_state(checkpoint: dict[str, Any], trainer, *, total_steps: 
         continue_schedule(trainer.scheduler, trainer.optimizer, total_steps=total_steps)
     trainer.scaler.load_state_dict(checkpoint["scaler"])
     restore_rng_state(checkpoint["rng"])
-    return Progress(**{**checkpoint["progress"], "stopped_early": False})
+    # Checkpoints from before phase_best waited on their best, as early stopping then did.
+    recorded = checkpoint["progress"]
+    return Progress(**{"phase_best": recorded["best_metric"] if recorded["epoch"] else None, **recorded, "stopped_early": False})
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from tlcli.data.sources import load_data, resolve_folder
 from tlcli.data.transforms import build_transform
 from tlcli.engine.device import default_workers, resolve_device, resolve_precision
 from tlcli.engine.distributed import local_device, on_main, process_group
+from tlcli.engine.tta import Averaged
 from tlcli.engine.loop import evaluate
 from tlcli.errors import ConfigError, DataError
 from tlcli.metrics import ClassificationMetrics, classification_metrics, fit_verdict
@@ -41,6 +42,7 @@ class EvaluationResult:
     folder: str = ""  # where the figures and metrics.json went
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    tta: bool = False  # the predictions are averaged over engine.tta.VIEWS
 
     def __repr__(self) -> str:
         return (f"EvaluationResult('{self.checkpoint}' on {self.data} [{self.split}], {self.images} images: "
@@ -59,6 +61,7 @@ class EvaluationResult:
             "folder": self.folder,
             "files": self.files,
             "notes": self.notes,
+            "tta": self.tta,
         }
 
 
@@ -144,6 +147,7 @@ def _evaluate_checkpoint(
     workers: int | None = None,
     mistakes: int = 10,
     out: str | None = None,
+    tta: bool = False,
 ) -> EvaluationResult:
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
@@ -170,7 +174,7 @@ def _evaluate_checkpoint(
         TransformedImages(images, build_transform(built.preprocess), label_map(dataset, classes), draft_size=built.preprocess.resize_size),
         batch_size=batch_size, shuffle=False, workers=default_workers() if workers is None else workers, seed=0, persistent=False,
     )
-    passed = evaluate(model, loader, nn.CrossEntropyLoss().to(torch_device), device=torch_device, precision=precision, collect=True)
+    passed = evaluate(Averaged(model) if tta else model, loader, nn.CrossEntropyLoss().to(torch_device), device=torch_device, precision=precision, collect=True)
     notes += [f"skipped unreadable image {s}" for s in passed.skipped]
     if passed.logits is None:
         raise DataError(f"none of the {len(images)} images of the {split} split could be read")
@@ -188,7 +192,8 @@ def _evaluate_checkpoint(
         }
         for i in ranked
     ]
-    result = EvaluationResult(path, split, dataset.source, passed.images, passed.loss, metrics, _fit_gap(checkpoint["history"]), worst, notes=notes)
+    result = EvaluationResult(path, split, dataset.source, passed.images, passed.loss, metrics, _fit_gap(checkpoint["history"]), worst,
+                              notes=notes, tta=tta)
     folder = Path(out) if out else _default_folder(path.parent, split, None if same_source else data)
     on_main(lambda: _write_outputs(folder, result, classes))
     return result

@@ -27,6 +27,7 @@ from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
 from tlcli.data.transforms import Preprocess, build_transform
 from tlcli.errors import ConfigError, TlcliError
 from tlcli.files import write_atomically, write_file_atomically
+from tlcli.engine.tta import averaged_probabilities
 from tlcli.models.inputs import UInt8Input
 
 FORMATS = ("onnx", "torchscript")
@@ -50,10 +51,14 @@ class ExportResult:
     embedded_preprocessing: bool
     metadata: dict[str, str] = field(default_factory=dict)
     quantized: Any = None  # tlcli.quantization.QuantizedParity of an int8 export
+    # With tta: the same comparison of the predictions averaged over engine.tta's views (predict --tta).
+    tta_max_abs_diff: float | None = None
+    tta_top1_agreement: float | None = None
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= PARITY_TOLERANCE and self.top1_agreement == 1.0
+        tta = self.tta_max_abs_diff is None or (self.tta_max_abs_diff <= PARITY_TOLERANCE and self.tta_top1_agreement == 1.0)
+        return self.max_abs_diff <= PARITY_TOLERANCE and self.top1_agreement == 1.0 and tta
 
     def __repr__(self) -> str:
         int8 = f", int8 accuracy {self.quantized.int8_accuracy:.4f} vs fp32 {self.quantized.fp32_accuracy:.4f}" if self.quantized else ""
@@ -64,7 +69,9 @@ class ExportResult:
         return {
             "path": str(self.path), "format": self.format, "passed": self.passed,
             "parity": {"images": self.images, "max_abs_logit_diff": self.max_abs_diff, "top1_agreement": self.top1_agreement,
-                       "tolerance": PARITY_TOLERANCE},
+                       "tolerance": PARITY_TOLERANCE,
+                       **({"tta_max_abs_prob_diff": self.tta_max_abs_diff, "tta_top1_agreement": self.tta_top1_agreement}
+                          if self.tta_max_abs_diff is not None else {})},
             "embedded_preprocessing": self.embedded_preprocessing,
             "quantized": self.quantized.to_dict() if self.quantized else None,
         }
@@ -117,6 +124,7 @@ def export_checkpoint(
     quantize: str = "none",
     calibration_images: int = 256,
     max_accuracy_drop: float = 1.0,
+    tta: bool = False,
 ) -> ExportResult:
     """Export, check parity with PyTorch, and with ``quantize="int8"`` quantize the ONNX model on
     the run's training images and check its accuracy on the run's test split."""
@@ -156,6 +164,8 @@ def export_checkpoint(
         difference = (outputs - reference).abs().max().item()
         agreement = (outputs.argmax(1) == reference.argmax(1)).float().mean().item()
         result = ExportResult(target, format, difference, agreement, len(images), embed_preprocessing, metadata)
+        if tta:
+            result.tta_max_abs_diff, result.tta_top1_agreement = _tta_parity(wrapped, exported, inputs)
         if run_images is not None and not result.passed:
             raise ExportError(f"the fp32 ONNX model disagrees with PyTorch (max logit difference {difference:.2e}): "
                               f"nothing to quantize, {target} not written")
@@ -165,6 +175,17 @@ def export_checkpoint(
             result.quantized = quantize_int8(graph, target, preprocess=preprocess, embedded=embed_preprocessing, images=run_images,
                                              calibration_images=calibration_images, max_drop_points=max_accuracy_drop, metadata=metadata)
     return result
+
+
+def _tta_parity(model: nn.Module, exported, inputs: torch.Tensor) -> tuple[float, float]:
+    """The exported model against PyTorch (``model``: the network as exported, UInt8Input
+    included) on predictions averaged over the test-time views of the same inputs, as ``predict
+    --tta`` makes them: (max |probability difference|, top-1 agreement). With preprocessing
+    embedded the views are rounded to uint8, which a checkpoint's views are not."""
+    with torch.no_grad():
+        reference = averaged_probabilities(lambda batch: model(batch).float().softmax(1), inputs)
+    outputs = averaged_probabilities(lambda batch: torch.from_numpy(np.asarray(exported(batch))).float().softmax(1), inputs)
+    return (outputs - reference).abs().max().item(), (outputs.argmax(1) == reference.argmax(1)).float().mean().item()
 
 
 def _check_target(target: Path) -> None:

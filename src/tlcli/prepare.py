@@ -15,14 +15,17 @@ from typing import Any
 import torch
 
 from tlcli.checkpoint import checkpoint_model_config, model_from_checkpoint, restore_training_state
-from tlcli.config import OptimConfig, TrainConfig, check_config
+from tlcli.config import BACKBONE_LR_CANDIDATES, OptimConfig, TrainConfig, check_config
 from tlcli.data.dataset import ImageData
 from tlcli.data.sources import check_source_exists, load_data
+from tlcli.engine.averaging import WeightAverage, steps_decay
 from tlcli.engine.device import Precision, resolve_device, resolve_precision, seed_everything, set_determinism
 from tlcli.engine.distributed import local_device, unwrap, world_size, wrap
-from tlcli.engine.loop import Observer, Progress, Trainer
+from tlcli.engine.loop import Observer
+from tlcli.engine.state import Progress, Trainer
 from tlcli.engine.optim import build_criterion, build_optimizer, build_scheduler, parameter_groups
 from tlcli.engine.probe import ProbeChoice
+from tlcli.engine.trial import TrialResult, choose_backbone_rate
 from tlcli.errors import ConfigError, DataError, ModelError, TlcliError, WeightsError
 from tlcli.features import NotCacheable, feature_head
 from tlcli.host import allocator_tuning, cap_threads
@@ -58,6 +61,7 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     process: str = ""  # threads and allocator, for the log
     processes: str = "1 process"  # how many train together, and the batch they make, for the log
+    trial: TrialResult | None = None  # phase 2's trial of backbone learning rates, when it ran
 
     def resolved_config(self) -> TrainConfig:
         """The configuration with every automatic value as this run resolved it (config.json).
@@ -165,12 +169,7 @@ def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer |
         method = probe[1].describe()
         notes += _ignored_by_probe(config.optim)
     else:
-        optimizer = build_optimizer(parameter_groups(model, built.head_name, config.optim), config.optim, fused=device.type == "cuda")
-        config = replace(config, optim=replace(config.optim, lr=optimizer.param_groups[0]["lr"]))  # the resolved default
-        steps_per_epoch = math.ceil(len(inputs.train_loader) / config.optim.accumulate)
-        scheduler, per_batch = build_scheduler(optimizer, config.optim, epochs=config.run.epochs, steps_per_epoch=steps_per_epoch,
-                                               maximize=config.run.monitor == "val_acc" and inputs.val_loader is not None)
-        method = f"{config.optim.optimizer}, lr {config.optim.lr:.3g}, {config.optim.schedule} schedule"
+        config, (optimizer, scheduler, per_batch, steps_per_epoch) = _optimisation(config, inputs, built, device)
     keep_statistics = keeps_norm_statistics(bn_train=config.model.bn_train, weights=built.weights, phase=start.phase)
     # The probe is one full-batch fit, the same in every process: nothing to wrap.
     trained = inputs.model if probe else wrap(inputs.model, device, sync_bn=config.run.sync_bn)
@@ -185,10 +184,53 @@ def prepare(config: TrainConfig, *, start: Start = Start(), observer: Observer |
         monitor=config.run.monitor, patience=config.run.patience,
         full_batch_epoch=probe[0].epoch if probe else None, method="lbfgs probe" if probe else config.optim.optimizer,
     )
+    trial = None
+    if probe is None:
+        untried = config.optim.backbone_lr_mult is None and inputs.val_loader is None
+        config, trial = _phase2_nets(config, trainer, built, inputs, device, start)
+        if untried:
+            notes.append(f"no validation images: phase 2 cannot try backbone rates, validate a moving average or choose a mix "
+                         f"with phase 1; the backbone trains at x{config.optim.backbone_lr_mult:g} the head's rate")
+        rate = f" (backbone x{config.optim.backbone_lr_mult:g})" if start.phase > 1 else ""
+        method = f"{config.optim.optimizer}, lr {config.optim.lr:.3g}{rate}, {config.optim.schedule} schedule"
     progress = (restore_training_state(start.checkpoint, trainer, total_steps=config.run.epochs * steps_per_epoch)
                 if start.resume else Progress())
     return Prepared(config, data, built, device, precision, channels_last, inputs, trainer, progress, method, keep_statistics,
-                    head_fit=probe[1] if probe else None, notes=notes, process=process, processes=_processes(config))
+                    head_fit=probe[1] if probe else None, notes=notes, process=process, processes=_processes(config), trial=trial)
+
+
+def _optimisation(config: TrainConfig, inputs: TrainingInputs, built: BuiltModel, device: torch.device):
+    """(config with the learning rate resolved, (optimiser, schedule, whether it steps per batch, steps per epoch))."""
+    # A rate still to be chosen by phase 2's trial starts at its gentlest candidate.
+    optim = config.optim if config.optim.backbone_lr_mult is not None else replace(config.optim, backbone_lr_mult=BACKBONE_LR_CANDIDATES[0])
+    optimizer = build_optimizer(parameter_groups(built.model, built.head_name, optim), optim, fused=device.type == "cuda")
+    config = replace(config, optim=replace(config.optim, lr=optimizer.param_groups[0]["lr"]))  # the resolved default
+    steps_per_epoch = math.ceil(len(inputs.train_loader) / config.optim.accumulate)
+    scheduler, per_batch = build_scheduler(optimizer, config.optim, epochs=config.run.epochs, steps_per_epoch=steps_per_epoch,
+                                           maximize=config.run.monitor == "val_acc" and inputs.val_loader is not None)
+    return config, (optimizer, scheduler, per_batch, steps_per_epoch)
+
+
+def _phase2_nets(config: TrainConfig, trainer: Trainer, built: BuiltModel, inputs: TrainingInputs, device: torch.device,
+                 start: Start) -> tuple[TrainConfig, TrialResult | None]:
+    """Phase 2's choices before its first epoch: the backbone's learning rate by a trial on the
+    validation split when none was given (the trainer then gets the optimiser and schedule of the
+    chosen rate), and the moving average of the weights, updated by each optimiser step."""
+    optim, trial = config.optim, None
+    if optim.backbone_lr_mult is None:
+        has_backbone = any(group["name"] == "backbone" for group in trainer.optimizer.param_groups)
+        if has_backbone and trainer.val_loader is not None:
+            trial = choose_backbone_rate(trainer, built.model, BACKBONE_LR_CANDIDATES, lambda mult: _optimisation(
+                replace(config, optim=replace(optim, backbone_lr_mult=mult)), inputs, built, device)[1][0])  # its schedule sets epoch 1's rate
+        config = replace(config, optim=replace(optim, backbone_lr_mult=trial.chosen if trial else BACKBONE_LR_CANDIDATES[0]))
+        if config.optim.backbone_lr_mult != BACKBONE_LR_CANDIDATES[0]:  # the trainer's optimiser was built at the gentlest
+            _, (trainer.optimizer, trainer.scheduler, _, _) = _optimisation(config, inputs, built, device)
+    if config.optim.ema and trainer.val_loader is not None:  # an average nothing validates would never be used
+        trainer.average = WeightAverage(built.model, decay=steps_decay(math.ceil(len(trainer.train_loader) / config.optim.accumulate)))
+        trainer.optimizer.register_step_post_hook(trainer.average.update)
+        if start.resume and start.checkpoint.get("average"):
+            trainer.average.load_state_dict(start.checkpoint["average"])
+    return config, trial
 
 
 def _processes(config: TrainConfig) -> str:
@@ -212,7 +254,10 @@ def _model(config: TrainConfig, start: Start, data: ImageData) -> BuiltModel:
             f"the data's classes ({', '.join(data.classes[:8])}...) differ from the checkpoint's "
             f"({', '.join(start.checkpoint['classes'][:8])}...); phase 2 and resume need the same data"
         )
-    built = model_from_checkpoint(start.checkpoint)
+    checkpoint = start.checkpoint
+    if start.resume and "trained_state_dict" in checkpoint:  # a best.pt holding the moving average stands in for last.pt
+        checkpoint = {**checkpoint, "state_dict": checkpoint["trained_state_dict"]}
+    built = model_from_checkpoint(checkpoint)
     if start.freeze is not None:
         built.frozen = apply_freeze(built.model, start.freeze, built.head_name)
         built.freeze_policy = start.freeze

@@ -16,13 +16,15 @@ from typing import Any, Callable
 from tlcli.checkpoint import load_checkpoint
 from tlcli.config import FinetuneConfig, TrainConfig
 from tlcli.engine.distributed import is_main_process, on_main, process_group, world_size
-from tlcli.engine.loop import Observer, Progress
+from tlcli.engine.loop import Observer
+from tlcli.engine.state import Progress
 from tlcli.errors import ConfigError, TlcliError
 from tlcli.prepare import Start
 from tlcli.recovery import recover, resumable
 from tlcli.run_files import foreign_checkpoint, run_finished
 from tlcli.runs import RunFolder, resolve_checkpoint
-from tlcli.training import RunPlan, RunResult, finetune, run_plan, train
+from tlcli.finetuning import finetune
+from tlcli.training import RunPlan, RunResult, run_plan, train
 
 # Settings that say how a run computes, not which run it is: a cron line may change them.
 _HOW = {("run", name) for name in ("epochs", "out", "overwrite", "device", "amp", "workers", "compile", "cache_dir", "cache_images",
@@ -162,7 +164,8 @@ def _go_on(status: str, path: Path, why: str, epochs: int, observer: Observer | 
         checkpoint = load_checkpoint(path)
         config = checkpoint["config"]["run"]
         result = RunResult(path.parent, checkpoint["phase"], config["monitor"], Progress(**checkpoint["progress"]), checkpoint["history"],
-                           checkpoint["model"]["parameters"], start=checkpoint.get("start"), head_fit=checkpoint.get("head_fit"))
+                           checkpoint["model"]["parameters"], start=checkpoint.get("start"), head_fit=checkpoint.get("head_fit"),
+                           trial=checkpoint.get("trial"))
     else:
         result = resume(path.parent / "last.pt", epochs=epochs, observer=observer)  # which says when best.pt stands in
     result.status = status

@@ -29,7 +29,8 @@ CURVES_EVERY_S = 10.0
 TENSORBOARD_SCALARS = {
     "loss/train": "train_loss", "loss/val": "val_loss", "accuracy/train": "train_acc", "accuracy/val": "val_acc", "lr": "lr",
 }
-HISTORY_FIELDS = ("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s", "method")
+HISTORY_FIELDS = ("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s", "method",
+                  "ema_val_loss", "ema_val_acc")
 EPOCH_LINE = re.compile(r" phase (\d+) epoch (\d+): ")
 
 
@@ -240,7 +241,9 @@ class RunFolder:
 
 def _epoch_line(row: dict, *, is_best: bool) -> str:
     return (f"phase {row['phase']} epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}, "
-            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}, lr {row['lr']:.3g}, {row['seconds']:.1f} s"
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}, "
+            + (f"moving average's val loss {row['ema_val_loss']:.4f} acc {row['ema_val_acc']:.4f}, " if "ema_val_acc" in row else "")
+            + f"lr {row['lr']:.3g}, {row['seconds']:.1f} s"
             + (" (best)" if is_best else ""))
 
 

@@ -1,4 +1,5 @@
-"""``train``, ``finetune`` and ``resume``: where a run starts, then prepare, fit, finish.
+"""``train`` and the sequence every run follows (train, ``finetuning.finetune``, ``resuming.resume``):
+where a run starts, then prepare, fit, finish.
 
 The three differ only in where the weights, the freeze policy, the optimiser state and the
 history start from (a ``Start``); ``run_plan`` is the same short sequence for all of them.
@@ -7,7 +8,7 @@ history start from (a ``Start``); ``run_plan`` is the same short sequence for al
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from signal import SIGINT
 from typing import Any
@@ -15,14 +16,16 @@ from typing import Any
 import torch
 
 from tlcli.checkpoint import atomic_save, load_checkpoint, training_checkpoint
-from tlcli.config import FinetuneConfig, TrainConfig
+from tlcli.config import TrainConfig
 from tlcli.engine.distributed import is_main_process, on_main, process_group, reduce_sums, world_size
-from tlcli.engine.loop import Observer, Progress, Trainer, evaluate, fit
+from tlcli.engine.loop import Observer, evaluate, fit
+from tlcli.engine.state import Progress
 from tlcli.errors import Interrupted, TlcliError
 from tlcli.models.freeze import count_parameters
 from tlcli.prepare import Prepared, Start, check_before_data, prepare
-from tlcli.run_files import checkpoint_run, foreign_checkpoint
-from tlcli.runs import RunFolder, checkpoints_root, default_run_name, resolve_checkpoint
+from tlcli.run_files import checkpoint_run
+from tlcli.runs import RunFolder, checkpoints_root, default_run_name
+from tlcli.wiseft import mix_into_best
 from tlcli.stopping import STOP_AFTER_EPOCH, Terminated, deferred, signal_name, stop_asked, stopped_by
 
 
@@ -37,6 +40,8 @@ class RunResult:
     start: dict[str, float] | None = None  # finetune: validation before phase 2's first step
     notes: list[str] = field(default_factory=list)
     head_fit: dict[str, Any] | None = None  # the linear probe's choice, when phase 1 was fitted as one
+    trial: dict[str, Any] | None = None  # phase 2's trial of backbone learning rates
+    wise_ft: dict[str, Any] | None = None  # phase 2's mix of phase 1's and its own best weights, chosen on val
     status: str | None = None  # --resume auto: started | resumed | finished | already finished
 
     @property
@@ -71,6 +76,8 @@ class RunResult:
             "files": self.files,
             "notes": self.notes,
             "head_fit": self.head_fit,
+            "trial": self.trial,
+            "wise_ft": self.wise_ft,
             "status": self.status,
         }
 
@@ -97,43 +104,6 @@ def train(config: TrainConfig, *, observer: Observer | None = None) -> RunResult
         run_dir = on_main(lambda: Path(config.run.out) if config.run.out else
                           checkpoints_root() / default_run_name(config.data.source, config.model.arch))
         return run_plan(RunPlan(config, run_dir, fresh=True), observer or Observer())
-
-
-def finetune(config: FinetuneConfig, *, observer: Observer | None = None) -> RunResult:
-    observer = observer or Observer()
-    source = resolve_checkpoint(config.source)
-    checkpoint = load_checkpoint(source)
-    for warning in _source_warnings(source, checkpoint):
-        observer.warning(warning)
-    phase1 = TrainConfig.from_dict(checkpoint["config"])
-    optim = replace(phase1.optim, **{"lr": config.lr, "backbone_lr_mult": config.backbone_lr_mult, **dict(config.optim_overrides)})
-    # Phase 1's cache_features "on" would refuse the unfrozen backbone of phase 2.
-    run = replace(phase1.run, **{"epochs": config.epochs, "monitor": config.monitor, "out": None, "overwrite": False, "cache_features": "auto",
-                                 **dict(config.run_overrides)})
-    train_config = replace(phase1, model=replace(phase1.model, bn_train=config.bn_train), optim=optim, run=run,
-                           augment=replace(phase1.augment, **dict(config.augment_overrides)))
-    start = Start(phase=checkpoint["phase"] + 1, checkpoint=checkpoint, freeze="none" if config.unfreeze == "all" else config.unfreeze)
-    with process_group(run.device):
-        run_dir = on_main(lambda: Path(run.out) if run.out else
-                          source.parent.parent / default_run_name(phase1.data.source, phase1.model.arch, "-ft"))
-        return run_plan(RunPlan(train_config, run_dir, fresh=True, start=start, parent=str(source), history=list(checkpoint["history"])),
-                    observer)
-
-
-def _source_warnings(source: Path, checkpoint: dict[str, Any]) -> list[str]:
-    """Phase 2 refuses a phase 1 still training (its best.pt would change under it) and names a
-    source that did not finish its epochs or is another run's checkpoint."""
-    holder = RunFolder(source.parent).in_use_by()
-    if holder:
-        raise TlcliError(f"{source.parent} is still training ({holder}); fine-tune it once it has finished")
-    warnings = [foreign] if (foreign := foreign_checkpoint(source, checkpoint)) else []
-    last = source.parent / "last.pt"  # best.pt's own progress stops at its epoch, however far the run went
-    progress = (load_checkpoint(last) if source != last and last.is_file() else checkpoint)["progress"]
-    planned = checkpoint["config"]["run"]["epochs"]
-    if progress["epoch"] < planned and not progress["stopped_early"]:
-        warnings.append(f"{source} comes from a run that ran {progress['epoch']} of its {planned} epochs (it was stopped or killed): "
-                        f"phase 2 starts from that model; finish phase 1 first with tlcli train --resume {source.parent}")
-    return warnings
 
 
 def run_plan(run: RunPlan, observer: Observer) -> RunResult:
@@ -165,20 +135,27 @@ def _prepare_and_fit(run: RunPlan, folder: RunFolder, history: list[dict], obser
     progress = prepared.progress
     # Epoch numbers run on across phases; a resumed phase continues its own numbering.
     offset = len(history) - progress.epoch
+    recorded = run.start.checkpoint if run.start.resume else {}  # a resumed phase 2 keeps its start and its trial
     result = RunResult(folder.path, run.start.phase, prepared.config.run.monitor, progress, history,
-                       count_parameters(prepared.built.model).to_dict(), notes=[*run.notes, *prepared.notes],
-                       head_fit=prepared.head_fit.to_dict() if prepared.head_fit else None)
+                       count_parameters(prepared.built.model).to_dict(), start=recorded.get("start"), notes=[*run.notes, *prepared.notes],
+                       head_fit=prepared.head_fit.to_dict() if prepared.head_fit else None,
+                       trial=prepared.trial.to_dict() if prepared.trial else recorded.get("trial"))
     _begin(run, prepared, folder, result, observer)
 
     def checkpoint() -> dict[str, Any]:
         lineage = {"phase": run.start.phase, "parent": run.parent, "start": result.start, "head_fit": result.head_fit,
-                   "run": checkpoint_run(folder.path)}
+                   "trial": result.trial, "run": checkpoint_run(folder.path)}
         return training_checkpoint(prepared, progress=progress, history=history, lineage=lineage)
 
     def save(progress: Progress, history: list[dict], is_best: bool) -> None:  # the same objects fit updates
         with deferred():  # a signal waits until last.pt, history.csv, log.txt and run.saved agree
             if is_main_process():
-                atomic_save(checkpoint(), folder.last, *([folder.best] if is_best else []))
+                saved = checkpoint()
+                if is_best and progress.best_is_average:  # best.pt first, as atomic_save orders them
+                    # The trained weights ride along: a kill before last.pt resumes from best.pt (prepare._model).
+                    atomic_save({**saved, "state_dict": saved["average"]["weights"], "trained_state_dict": saved["state_dict"],
+                                 "weights_of": "moving average"}, folder.best)
+                atomic_save(saved, folder.last, *([folder.best] if is_best and not progress.best_is_average else []))
                 folder.write_epoch(history, is_best=is_best)
             run.saved = history[-1]["epoch"]
         more = progress.epoch < prepared.config.run.epochs and not progress.stopped_early
@@ -187,7 +164,7 @@ def _prepare_and_fit(run: RunPlan, folder: RunFolder, history: list[dict], obser
             raise Terminated(STOP_AFTER_EPOCH)
 
     if run.start.phase > 1 and not run.start.resume and prepared.trainer.val_loader is not None:
-        _start_from_parent(result, progress, folder, checkpoint, prepared.trainer)
+        _start_from_parent(result, progress, folder, checkpoint, prepared)
     try:
         fit(prepared.trainer, epochs=prepared.config.run.epochs, progress=progress, history=history, save=save, observer=observer,
             epoch_offset=offset)
@@ -198,6 +175,8 @@ def _prepare_and_fit(run: RunPlan, folder: RunFolder, history: list[dict], obser
         raise
     if is_main_process():
         folder.end_epochs(history)
+    if prepared.config.optim.wise_ft and run.start.phase > 1 and prepared.trainer.val_loader is not None:
+        result.wise_ft = mix_with_parent(run, prepared, folder, result, observer)
     _finish(run, prepared, folder, result, observer)
     return result
 
@@ -225,6 +204,8 @@ def _begin(run: RunPlan, prepared: Prepared, folder: RunFolder, result: RunResul
     for note in result.notes:
         observer.warning(note)
     observer.info(f"phase {run.start.phase}: {prepared.method}")
+    if prepared.trial is not None:
+        observer.info(prepared.trial.describe())
     if world_size() > 1:
         observer.info(prepared.processes)
     if not is_main_process():
@@ -247,6 +228,8 @@ def _begin(run: RunPlan, prepared: Prepared, folder: RunFolder, result: RunResul
         f"device {prepared.device}, amp {prepared.precision.name}, channels-last {'on' if prepared.channels_last else 'off'}, "
         f"{prepared.process}, {prepared.processes}; features {prepared.inputs.paths['features']}; images {prepared.inputs.paths['images']}"
     )
+    if prepared.trial is not None:
+        folder.log(prepared.trial.describe())
     folder.begin_epochs(title=f"{config.model.arch} on {data.source}", tensorboard=config.run.tensorboard)
 
 
@@ -267,15 +250,47 @@ def _finish(run: RunPlan, prepared: Prepared, folder: RunFolder, result: RunResu
         folder.finish()
 
 
-def _start_from_parent(result: RunResult, progress: Progress, folder: RunFolder, checkpoint, trainer: Trainer) -> None:
-    """Phase 2 measures where phase 1 left the model, and best.pt starts as that model: a later
-    epoch replaces it only by beating it on the monitored value, so phase 2 never ends worse."""
-    before = evaluate(trainer.eval_model, trainer.val_loader, trainer.criterion, device=trainer.device, precision=trainer.precision,
-                      channels_last=trainer.channels_last)
-    result.start = {"val_loss": before.loss, "val_acc": before.accuracy}
+def _start_from_parent(result: RunResult, progress: Progress, folder: RunFolder, checkpoint, prepared: Prepared) -> None:
+    """Phase 2 measures where phase 1 left the model (the trial did, when it ran), and best.pt
+    starts as that model: a later epoch replaces it only by beating it on the monitored value."""
+    trainer = prepared.trainer
+    if prepared.trial is not None:
+        result.start = dict(prepared.trial.start)
+    else:
+        before = evaluate(trainer.eval_model, trainer.val_loader, trainer.criterion, device=trainer.device, precision=trainer.precision,
+                          channels_last=trainer.channels_last)
+        result.start = {"val_loss": before.loss, "val_acc": before.accuracy}
     progress.best_metric, progress.best_epoch = result.start[trainer.monitor], 0
     if not is_main_process():
         return
     atomic_save(checkpoint(), folder.best)
-    folder.log(f"phase {trainer.phase} starts from phase {trainer.phase - 1}'s model: val loss {before.loss:.4f} acc {before.accuracy:.4f}; "
+    folder.log(f"phase {trainer.phase} starts from phase {trainer.phase - 1}'s model: val loss {result.start['val_loss']:.4f} "
+               f"acc {result.start['val_acc']:.4f}; "
                "best.pt holds it until an epoch beats it")
+
+
+def mix_with_parent(run: RunPlan, prepared: Prepared, folder: RunFolder, result: RunResult, observer: Observer) -> dict[str, Any] | None:
+    """WiSE-FT after phase 2's epochs, when an epoch beat phase 1: best.pt becomes the mix of
+    phase 1's and its weights that validates best, phase 1's own included (``tlcli.wiseft``)."""
+    if result.progress.best_epoch == 0:
+        return None
+    if run.start.resume:  # phase 1's weights come from the checkpoint phase 2 started from, if it can still be read
+        try:
+            weights = load_checkpoint(Path(run.parent or ""))["state_dict"]
+        except TlcliError as exc:
+            note = f"WiSE-FT skipped ({exc}); best.pt holds phase 2's best epoch"
+            result.notes.append(note)
+            observer.warning(note)
+            return None
+    else:
+        weights = run.start.checkpoint["state_dict"]
+    reduce_sums(torch.zeros(1))  # under torchrun: rank 0 has written best.pt before anyone reads it
+    known = {0.0: result.start} if result.start else None
+    choice = mix_into_best(folder.best, weights, prepared.trainer, prepared.built.model, known=known, write=is_main_process())
+    if choice is None:
+        return None
+    result.progress.best_metric = choice.scores[choice.alpha][result.monitor]  # what best.pt now scores
+    observer.info(choice.describe(result.monitor))
+    if is_main_process():
+        folder.log(choice.describe(result.monitor))
+    return choice.to_dict()

@@ -10,18 +10,12 @@ import os
 from dataclasses import MISSING, fields, replace
 from typing import Any
 
-from tlcli.config import (
-    MONITORS,
-    FinetuneConfig,
-    TrainConfig,
-    check_config,
-    check_freeze_policy,
-)
+from tlcli.config import MONITORS, FinetuneConfig, TrainConfig, check_config, check_freeze_policy
 from tlcli.errors import ConfigError
 
 SECTIONS = {field.name: type(field.default) for field in fields(TrainConfig)}  # data -> DataConfig, ...
 # Not train options: set by train's --folds for each fold of a study, and by finetune.
-_NOT_TRAIN_OPTIONS = {("data", "folds"), ("data", "fold"), ("optim", "backbone_lr_mult")}
+_NOT_TRAIN_OPTIONS = {("data", "folds"), ("data", "fold"), ("optim", "backbone_lr_mult"), ("optim", "ema"), ("optim", "wise_ft")}
 
 
 def _train_options() -> dict[str, tuple[tuple[str, str], ...]]:
@@ -42,7 +36,7 @@ TRAIN_TYPES: dict[str, str] = {name: _FIELDS[places[0]].type for name, places in
 
 # What finetune may change from phase 1, each defaulting to phase 1's value.
 PHASE1_OVERRIDES = (
-    ("optim", "optimizer"), ("optim", "schedule"), ("optim", "weight_decay"), ("optim", "warmup_epochs"),
+    ("optim", "optimizer"), ("optim", "schedule"), ("optim", "weight_decay"), ("optim", "warmup_epochs"), ("optim", "label_smoothing"),
     ("augment", "hflip"), ("augment", "rotate"), ("augment", "zoom"), ("augment", "contrast"), ("augment", "color_jitter"),
     ("augment", "auto_augment"), ("run", "batch_size"), ("run", "device"), ("run", "amp"), ("run", "patience"),
     ("run", "workers"), ("run", "cache_images"), ("run", "cache_dir"),
@@ -134,7 +128,7 @@ def finetune_config(source: str, **options: Any) -> FinetuneConfig:
     own = {name: check_type(name, value, FINETUNE_TYPES[name]) for name, value in own.items()}
     if own.get("unfreeze", "all") != "all":
         check_freeze_policy(own["unfreeze"])
-    if own.get("epochs", 1) < 1 or own.get("backbone_lr_mult", 0.0) < 0 or not own.get("lr", 1.0) > 0:
+    if own.get("epochs", 1) < 1 or (own.get("backbone_lr_mult") or 0.0) < 0 or not own.get("lr", 1.0) > 0:
         raise ConfigError(f"finetune takes epochs >= 1, lr > 0 and backbone_lr_mult >= 0, got {own}")
     if own.get("monitor", "val_acc") not in MONITORS:
         raise ConfigError(f"unknown monitor '{own['monitor']}'; choose one of {', '.join(MONITORS)}")

@@ -115,7 +115,7 @@ def finetune(run: str | Path, *, resume: str | Path | None = None, progress: boo
         from tlcli.resuming import finetune_or_resume
 
         return finetune_or_resume(config, observer=observer)
-    from tlcli.training import finetune as run_phase2
+    from tlcli.finetuning import finetune as run_phase2
 
     return run_phase2(config, observer=observer)
 

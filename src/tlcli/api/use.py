@@ -14,12 +14,13 @@ OUTPUT_SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", "
 
 def evaluate(run: str | Path | None = None, *, data: str | None = None, split: str = "test", batch_size: int = 64, device: str = "auto",
              amp: str = "auto", workers: int | None = None, mistakes: int = 10, out: str | Path | None = None,
-             image_column: str | None = None, label_column: str | None = None, image_dir: str | None = None):
+             image_column: str | None = None, label_column: str | None = None, image_dir: str | None = None, tta: bool = False):
     """Evaluate a run (folder, name, or checkpoint; default: the latest run's best.pt) on the
     held-out split it was trained beside, rebuilt exactly, or on other ``data``.
 
     Writes confusion matrices (PNG raw and normalised, CSV) and metrics.json to ``out`` (default:
-    <run>/eval-<split>) and returns an EvaluationResult: ``.metrics.accuracy``, per-class
+    <run>/eval-<split>) and returns an EvaluationResult (``tta``: each prediction averaged over
+    the image and three label-preserving views of it): ``.metrics.accuracy``, per-class
     precision/recall/F1, the train-val gap and the most confident mistakes; ``.to_dict()``.
     """
     from tlcli.evaluation import evaluate_checkpoint
@@ -28,7 +29,7 @@ def evaluate(run: str | Path | None = None, *, data: str | None = None, split: s
     return evaluate_checkpoint(
         None if run is None else str(run), data=data, columns={name: value for name, value in columns.items() if value is not None},
         split=split, batch_size=batch_size, device=device, amp=amp, workers=workers, mistakes=mistakes,
-        out=None if out is None else str(out))
+        out=None if out is None else str(out), tta=tta)
 
 
 class Predictions(list):
@@ -50,7 +51,7 @@ class Predictions(list):
 
 def predict(images, *, checkpoint: str | Path | None = None, model: str | Path | None = None, topk: int = 5, device: str = "auto",
             batch_size: int = 32, workers: int | None = None, from_list: str | None = None, output: str | Path | TextIO | None = None,
-            format: str | None = None, resume: bool = False, on_batch: Callable[[list], None] | None = None) -> Predictions:
+            format: str | None = None, resume: bool = False, on_batch: Callable[[list], None] | None = None, tta: bool = False) -> Predictions:
     """Classify images with a checkpoint (default: the latest run's best.pt) or an exported ONNX ``model``.
 
     ``images``: one or a list of image files, folders (every image below, sorted), globs, PIL
@@ -62,6 +63,7 @@ def predict(images, *, checkpoint: str | Path | None = None, model: str | Path |
     (a file, or a text stream such as sys.stdout) the rows are written there batch by batch in
     ``format`` (csv | jsonl | json; a file's suffix tells it) instead of kept; ``resume`` skips
     the images an output file already holds. ``on_batch`` receives each batch as it is done.
+    ``tta`` averages each prediction over the image and three label-preserving views of it.
     """
     from PIL import Image
 
@@ -82,7 +84,7 @@ def predict(images, *, checkpoint: str | Path | None = None, model: str | Path |
     checkpoint, model = None if checkpoint is None else str(checkpoint), None if model is None else Path(model)
     if in_memory:
         return Predictions(*predict_images([_as_image(item, Image) for item in in_memory], checkpoint=checkpoint, model_file=model, topk=topk,
-                                           device=device, batch_size=batch_size, on_batch=on_batch or (lambda batch: None)))
+                                           device=device, batch_size=batch_size, on_batch=on_batch or (lambda batch: None), tta=tta))
 
     kept: list = []
     stream = output if output is not None and not isinstance(output, (str, Path)) else None
@@ -99,7 +101,7 @@ def predict(images, *, checkpoint: str | Path | None = None, model: str | Path |
 
     summary = run_predict([str(item) for item in items], checkpoint=checkpoint, model_file=model, topk=topk, device=device, batch_size=batch_size,
                           workers=workers, from_list=from_list, format=chosen, output=path, stream=stream, resume=resume,
-                          on_batch=batch_done)
+                          on_batch=batch_done, tta=tta)
     return Predictions(kept, summary)
 
 
@@ -117,14 +119,15 @@ def _as_image(item, image_module):
 
 def export(run: str | Path | None = None, *, format: str = "onnx", out: str | Path | None = None, opset: int = 18,
            dynamic_batch: bool = True, embed_preprocessing: bool = False, data: str | None = None, quantize: str = "none",
-           calibration_images: int = 256, max_accuracy_drop: float = 1.0):
+           calibration_images: int = 256, max_accuracy_drop: float = 1.0, tta: bool = False):
     """Export a run's model (default: the latest run's best.pt) to ONNX or TorchScript, with its
     classes and preprocessing inside, and check that it agrees with PyTorch.
 
     quantize="int8": onnxruntime's static int8 quantization, calibrated on ``calibration_images``
     of the run's training images and refused (nothing written) when it loses more than
     ``max_accuracy_drop`` points of test accuracy. Returns an ExportResult (``.path``,
-    ``.passed``, ``.max_abs_diff``, ``.quantized``).
+    ``.passed``, ``.max_abs_diff``, ``.quantized``). ``tta``: parity is also checked on the
+    predictions averaged over predict's test-time views.
     """
     from tlcli.exporting import export_checkpoint
 
@@ -133,7 +136,7 @@ def export(run: str | Path | None = None, *, format: str = "onnx", out: str | Pa
         raise ConfigError("calibration_images and max_accuracy_drop are for quantize='int8'")
     return export_checkpoint(None if run is None else str(run), format=format, out=None if out is None else Path(out), opset=opset,
                              dynamic_batch=dynamic_batch, embed_preprocessing=embed_preprocessing, data=data, quantize=quantize,
-                             calibration_images=calibration_images, max_accuracy_drop=max_accuracy_drop)
+                             calibration_images=calibration_images, max_accuracy_drop=max_accuracy_drop, tta=tta)
 
 
 @dataclass

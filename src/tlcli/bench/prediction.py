@@ -14,6 +14,7 @@ from tlcli.errors import TlcliError
 
 RSS_IMAGES = (1_000, 20_000)
 INT8_DIGITS = 1_000  # digits of the int8 comparison's run (30 % test: 300 images)
+INT8_SIZE = 224  # the digits written at Lite0's own input size
 
 
 def _tree_rss(pid: int) -> int:
@@ -96,17 +97,17 @@ def int8_export(work: Path, s: BenchSettings) -> list[Row]:
 
     install_lite0_weights(work / "hf")
     env = {"HF_HOME": str(work / "hf"), "HF_HUB_OFFLINE": "1"}
-    data = write_digits(work / "int8-digits", size=s.quality_size, count=INT8_DIGITS)
+    data = write_digits(work / "int8-digits", size=INT8_SIZE, count=INT8_DIGITS)
     run = work / "runs" / "int8"
     json_of(["-m", "tlcli", "train", "--data", str(data), "--arch", ARCH, "--val-split", "0.2", "--test-split", "0.3",
              "--out", str(run), "--overwrite", "--json"], env=env)
     json_of(["-m", "tlcli", "export", str(run), "--out", str(run / "fp32.onnx"), "--json"], env=env)
     _, exported = json_of(["-m", "tlcli", "export", str(run), "--quantize", "int8", "--out", str(run / "int8.onnx"), "--json"], env=env)
     _, speed = json_of(["-m", "tlcli.bench.predict_steps", "onnx", "--fp32", str(run / "fp32.onnx"), "--int8", str(run / "int8.onnx"),
-                        "--size", str(s.quality_size), "--batch-size", str(s.batch_size)])
+                        "--size", str(INT8_SIZE), "--batch-size", str(s.batch_size)])
     q = exported["quantized"]
     ratio = speed["int8_images_per_s"] / speed["fp32_images_per_s"]
-    details = {**q, "threads": speed["threads"], "arch": ARCH, "data": f"{INT8_DIGITS} digits at {s.quality_size}x{s.quality_size}, 50/20/30"}
+    details = {**q, "threads": speed["threads"], "arch": ARCH, "data": f"{INT8_DIGITS} digits at {INT8_SIZE}x{INT8_SIZE}, 50/20/30"}
     return [
         Row("6", f"int8 ONNX vs fp32 ONNX images/s ({ARCH}, batch {s.batch_size})", "fp32 ONNX", speed["fp32_images_per_s"],
             speed["int8_images_per_s"], "img/s", ratio, ">= 1.3x", ratio >= 1.3, details),

@@ -18,6 +18,7 @@ from pathlib import Path
 from tlcli.bench.common import BenchSettings, Row, json_of, run_step, tlcli_train
 from tlcli.bench.datasets import write_jpeg_folder
 from tlcli.bench.prediction import prediction_rows
+from tlcli.bench.recipe import recipe_rows
 from tlcli.errors import TlcliError
 
 TARGETS = ("1", "2", "3", "4", "5", "6", "quality")
@@ -158,42 +159,6 @@ def startup(work: Path, s: BenchSettings, checkpoint: str | None) -> list[Row]:
     return rows
 
 
-def two_phase_quality(work: Path, s: BenchSettings) -> list[Row]:
-    """The README's two commands with their defaults on real ImageNet weights, against a
-    logistic-regression probe on the same features and split (``tlcli.bench.probe``)."""
-    from tlcli.bench.datasets import write_digits
-    from tlcli.bench.quality import ARCH, install_lite0_weights
-
-    install_lite0_weights(work / "hf")
-    env = {"HF_HOME": str(work / "hf"), "HF_HUB_OFFLINE": "1"}
-    data = write_digits(work / "quality", size=s.quality_size, count=s.quality_images)
-    phase1, phase2 = work / "runs" / "quality-phase1", work / "runs" / "quality-phase2"
-    val_split, test_split = s.quality_split
-    json_of(["-m", "tlcli", "train", "--data", str(data), "--arch", ARCH, "--val-split", str(val_split), "--test-split", str(test_split),
-           "--out", str(phase1), "--overwrite", "--json"], env=env)
-    _, probe = json_of(["-m", "tlcli.bench.probe", str(phase1 / "best.pt")], env=env)
-    _, finetuned = json_of(["-m", "tlcli", "finetune", "--from", str(phase1), "--out", str(phase2), "--overwrite", "--json"], env=env)
-    tested = {run: json_of(["-m", "tlcli", "evaluate", str(run), "--json"], env=env)[1]["accuracy"] for run in (phase1, phase2)}
-    from tlcli.checkpoint import load_checkpoint
-
-    history = load_checkpoint(phase2 / "last.pt")["history"]
-    last_of_phase1 = [row for row in history if row["phase"] == 1][-1]["train_loss"]
-    first_of_phase2 = next(row for row in history if row["phase"] == 2)["train_loss"]
-    bound = 1.5 * last_of_phase1 + 0.05
-    details = {"probe": probe, "data": f"{s.quality_images} digits at {s.quality_size}x{s.quality_size}, "
-                       f"{1 - val_split - test_split:.0%}/{val_split:.0%}/{test_split:.0%} split", "arch": ARCH}
-    p1, p2 = tested[phase1], tested[phase2]
-    return [
-        Row("quality", "phase 1 test accuracy (defaults) vs a logistic-regression probe", "LogisticRegression", probe["test_acc"], p1,
-            "acc", p1 / probe["test_acc"], ">= the probe - 1 point", p1 >= probe["test_acc"] - 0.01, details),
-        Row("quality", "phase 2 test accuracy (finetune defaults) vs phase 1", "phase 1", p1, p2, "acc", p2 / p1, ">= phase 1", p2 >= p1,
-            {"phase2_start": finetuned["start"], "phase2_best_epoch": finetuned["best_epoch"], "phase2_notes": finetuned["notes"],
-             "phase2_val": [{k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_acc")} for row in history if row["phase"] == 2]}),
-        Row("quality", "first phase-2 epoch's train loss vs phase 1's last", "1.5 x phase 1 + 0.05", bound, first_of_phase2, "loss",
-            first_of_phase2 / bound, "<= 1.0x", first_of_phase2 <= bound, {"phase1_last_train_loss": last_of_phase1}),
-    ]
-
-
 def run_bench(settings: BenchSettings = BenchSettings(), *, targets: tuple[str, ...] = TARGETS, workdir: Path | None = None,
               on_row: Callable[[Row], None] = lambda row: None) -> BenchReport:
     unknown = set(targets) - set(TARGETS)
@@ -217,7 +182,7 @@ def run_bench(settings: BenchSettings = BenchSettings(), *, targets: tuple[str, 
             ("4", lambda: loop_overhead(work, settings)),
             ("5", lambda: startup(work, settings, checkpoint)),
             ("6", lambda: prediction_rows(work, settings, checkpoint)),
-            ("quality", lambda: two_phase_quality(work, settings)),
+            ("quality", lambda: recipe_rows(work, settings)),
         ]
         for target, measure in steps:
             if target not in targets:

@@ -44,8 +44,8 @@ def bench(
     """Measure tlcli against plain PyTorch loops on this machine: phase-1 speed-up, full
     fine-tune speed-up, data pipeline and loop overhead, start-up times (targets 1-5);
     prediction at scale: throughput against the model alone, memory over 20,000 images, int8
-    against fp32 ONNX (target 6); and the two-phase recipe on real ImageNet weights against a
-    logistic-regression probe (quality). Each ratio is checked against its target; every
+    against fp32 ONNX (target 6); and the two-phase recipe on real ImageNet weights on three
+    real data sets, beside a logistic-regression probe and fastai's fine_tune (quality). Each ratio is checked against its target; every
     measurement runs in a fresh process. benchmarks/README.md gives the times.
     """
     import json

@@ -26,6 +26,7 @@ def evaluate(
     workers: options.Workers = _E["workers"],
     mistakes: Annotated[int, typer.Option("--mistakes", min=0, help="How many of the most confident mistakes to list.")] = _E["mistakes"],
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Folder for the figures and metrics [default: <run>/eval-<split>; with --data, <run>/eval-<data name>-<split>].")] = None,
+    tta: options.Tta = _E["tta"],
     as_json: options.JsonOption = False,
 ) -> None:
     """Evaluate a checkpoint on the held-out split it was trained beside (rebuilt exactly).
@@ -37,7 +38,7 @@ def evaluate(
     from tlcli.engine.distributed import is_main_process
 
     result = api.evaluate(checkpoint, data=data, split=split, batch_size=batch_size, device=device, amp=amp, workers=workers,
-                          mistakes=mistakes, out=out, image_column=image_column, label_column=label_column, image_dir=image_dir)
+                          mistakes=mistakes, out=out, image_column=image_column, label_column=label_column, image_dir=image_dir, tta=tta)
     if not is_main_process():  # under torchrun every process has the result; rank 0 shows it
         return
     for note in result.notes:

@@ -29,6 +29,7 @@ def export(
     quantize: Annotated[str, typer.Option("--quantize", help="none | int8: onnxruntime's static int8 quantization, calibrated on the run's training images and checked on its test split.", rich_help_panel=_INT8)] = _X["quantize"],
     calibration_images: Annotated[int, typer.Option("--calibration-images", min=1, help="Training images that calibrate the int8 activation ranges.", rich_help_panel=_INT8)] = _X["calibration_images"],
     max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", min=0.0, max=100.0, help="Refuse the int8 model (write nothing) when it loses more test accuracy than this many points.", rich_help_panel=_INT8)] = _X["max_accuracy_drop"],
+    tta: Annotated[bool, typer.Option("--tta", help="Also check parity of the predictions averaged over predict --tta's views.")] = _X["tta"],
     as_json: options.JsonOption = False,
 ) -> int:
     """Export a checkpoint and check that the exported model agrees with PyTorch.
@@ -48,7 +49,7 @@ def export(
 
     result = api.export(
         checkpoint, format=format, out=out, opset=opset, dynamic_batch=dynamic_batch, embed_preprocessing=embed_preprocessing, data=data,
-        quantize=quantize, calibration_images=calibration_images, max_accuracy_drop=max_accuracy_drop,
+        quantize=quantize, calibration_images=calibration_images, max_accuracy_drop=max_accuracy_drop, tta=tta,
     )
     if as_json:
         output.print_json(result.to_dict())
@@ -59,6 +60,9 @@ def export(
             f"top-1 agreement {result.top1_agreement:.1%}: {'pass' if result.passed else 'FAIL'}",
             markup=False,
         )
+        if result.tta_max_abs_diff is not None:
+            output.out.print(f"with --tta's views: max |probability difference| {result.tta_max_abs_diff:.2e}, "
+                             f"top-1 agreement {result.tta_top1_agreement:.1%}", markup=False)
         if result.quantized:
             q = result.quantized
             output.out.print(
@@ -67,5 +71,6 @@ def export(
                 markup=False,
             )
     if not result.passed:
-        output.error(f"the exported model disagrees with PyTorch (max logit difference {result.max_abs_diff:.2e}); do not deploy it")
+        tta = f", with --tta's views {result.tta_max_abs_diff:.2e}" if result.tta_max_abs_diff is not None else ""
+        output.error(f"the exported model disagrees with PyTorch (max logit difference {result.max_abs_diff:.2e}{tta}); do not deploy it")
     return 0 if result.passed else 1

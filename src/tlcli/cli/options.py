@@ -162,6 +162,7 @@ Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the mode
 Nproc = Annotated[int, typer.Option("--nproc", min=1, help="Train in this many processes on this machine, one per GPU (or on CPU cores), started through torch.distributed.run (torchrun) with DistributedDataParallel; --batch-size is per process. For several machines run torchrun yourself (README).", rich_help_panel=_RUN)]
 Workers = Annotated[Optional[int], typer.Option("--workers", min=0, help="Data loader processes [default: 0 on 2 cores or fewer, else cores-1, at most 8].", rich_help_panel=_RUN)]
 Deterministic = Annotated[bool, typer.Option("--deterministic", help="Deterministic algorithms: identical runs for the same seed.", rich_help_panel=_RUN)]
+Tta = Annotated[bool, typer.Option("--tta", help="Test-time augmentation: average each prediction over the image, a 1.1x zoom and rotations of 8 degrees either way (4x the compute).")]
 Monitor = Annotated[str, typer.Option("--monitor", help="val_loss | val_acc: picks best.pt and drives early stopping.", rich_help_panel=_RUN, callback=_choice("run", "monitor"))]
 Patience = Annotated[int, typer.Option("--patience", min=0, help="Stop after this many epochs without improvement; 0 never stops early.", rich_help_panel=_RUN)]
 Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder [default: DATA-ARCH-TIME in checkpoints/].", rich_help_panel=_RUN)]

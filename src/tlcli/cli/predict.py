@@ -58,6 +58,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array of the images.", rich_help_panel=_OUTPUT)] = False,
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the results to this file instead of stdout; its suffix (.csv, .jsonl, .json) sets the format when no flag does [default: stdout].", rich_help_panel=_OUTPUT)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Skip the images --output already holds and append the rest (a killed job goes on; with no file yet, it starts).", rich_help_panel=_OUTPUT)] = False,
+    tta: options.Tta = _P["tta"],
 ) -> int:
     """Classify images with a trained checkpoint or an exported ONNX model, using the preprocessing it was trained with.
 
@@ -77,7 +78,7 @@ def predict(
     summary = api.predict(
         images, checkpoint=checkpoint, model=model, topk=topk, device=device, batch_size=batch_size, workers=workers,
         from_list=from_list, format=format, output=sys.stdout if out is None or str(out) == "-" else out,
-        resume=resume, on_batch=lambda batch: _report_batch(batch, shown, keep=format == "table"),
+        resume=resume, on_batch=lambda batch: _report_batch(batch, shown, keep=format == "table"), tta=tta,
     ).summary
     if format == "table":
         _print_table(shown)

@@ -113,7 +113,9 @@ def finetune(
     unfreeze: Annotated[str, typer.Option("--unfreeze", callback=options.check_unfreeze, help="all, or a --freeze policy for what stays frozen: last:N trains the last N layers, blocks:N keeps the first N stages frozen.")] = _F["unfreeze"],
     epochs: options.Epochs = _F["epochs"],
     lr: Annotated[float, typer.Option("--lr", callback=options.positive, help="Learning rate of the head, x>0 (the usual phase-2 rate, a tenth of phase 1's 1e-3).", rich_help_panel="Optimisation")] = _F["lr"],
-    backbone_lr_mult: Annotated[float, typer.Option("--backbone-lr-mult", min=0.0, help="Backbone learning rate as a multiple of the head's (a tenth keeps the head's fit while the backbone adapts).", rich_help_panel="Optimisation")] = _F["backbone_lr_mult"],
+    backbone_lr_mult: Annotated[Optional[float], typer.Option("--backbone-lr-mult", min=0.0, show_default=False, help="Backbone learning rate as a multiple of the head's [default: chosen from 0.1 and 1 by a short trial on the validation split].", rich_help_panel="Optimisation")] = _F["backbone_lr_mult"],
+    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Keep a moving average of the weights, validated beside them each epoch; best.pt takes whichever is better.", rich_help_panel="Optimisation")] = _F["ema"],
+    wise_ft: Annotated[bool, typer.Option("--wise-ft/--no-wise-ft", help="At the end, mix phase 1's and phase 2's best weights in the proportion the validation split prefers (phase 1's own included).", rich_help_panel="Optimisation")] = _F["wise_ft"],
     bn_train: options.BnTrain = _F["bn_train"],
     monitor: Annotated[str, typer.Option("--monitor", callback=options.check_monitor, rich_help_panel="Run",
                                          help="val_acc | val_loss: picks best.pt (after the linear probe the val loss stays flat while accuracy climbs).")] = _F["monitor"],
@@ -129,11 +131,13 @@ def finetune(
     Loads the run's best.pt with its trained head, continues its history, and writes a new run
     folder that records its parent. Data and model are phase 1's; the optimiser, augmentation
     (--hflip, --rotate, ...) and run settings below default to phase 1's and may be changed here.
+    Where phase 1 had none, phase 2 augments (--rotate 10 --zoom 0.15 --contrast 0.2), smooths
+    labels (0.1) and stops after 3 epochs without a better validation accuracy.
     """
     if nproc > 1:
         _relaunch(nproc)
-    own = {"unfreeze": unfreeze, "epochs": epochs, "lr": lr, "backbone_lr_mult": backbone_lr_mult, "bn_train": bn_train,
-           "monitor": monitor, "out": out, "overwrite": overwrite}
+    own = {"unfreeze": unfreeze, "epochs": epochs, "lr": lr, "backbone_lr_mult": backbone_lr_mult, "ema": ema, "wise_ft": wise_ft,
+           "bn_train": bn_train, "monitor": monitor, "out": out, "overwrite": overwrite}
     given = {name: value for name, value in own.items() if ctx.get_parameter_source(name).name != "DEFAULT"}
     if resume not in (None, "auto"):
         only_epochs({**given, **(overrides or {})}, spell=_flag)

@@ -20,7 +20,7 @@ import typer
 
 from tlcli.cli import options, output
 from tlcli.api.options import PHASE1_OVERRIDES, TRAIN_DEFAULTS, train_config, warnings_about
-from tlcli.config import DEFAULT_LR, HEAD_ONLY_LR, RunConfig, TrainConfig
+from tlcli.config import DEFAULT_LR, HEAD_ONLY_LR, PHASE2_FALLBACKS, RunConfig, TrainConfig
 from tlcli.cli.strict import make_strict
 from tlcli.errors import ConfigError, TlcliError
 from tlcli.files import read_regular_file
@@ -287,8 +287,8 @@ def _parse(config: TrainConfig) -> TrainConfig:
 # what phase 1 turned on.
 
 
-def _override(annotation):
-    """The group's option, optional, defaulting to phase 1's value."""
+def _override(annotation, place: tuple[str, str]):
+    """The group's option, optional, defaulting to phase 1's value (or phase 2's own, where phase 1 set none)."""
     kind, info = _kind(annotation), annotation.__metadata__[0]
     # In Annotated, Typer keeps the first option name where a default would go.
     decls = [info.default, *info.param_decls] if isinstance(info.default, str) and info.default.startswith("-") else list(info.param_decls)
@@ -296,7 +296,8 @@ def _override(annotation):
         decls[0] = f"{decls[0]}/--no-{decls[0][2:]}"
     described = re.sub(r"\s*\[default[^]]*\]", "", info.help).rstrip(".")
     option = typer.Option(*decls, min=info.min, max=info.max, callback=info.callback, rich_help_panel=info.rich_help_panel,
-                          help=f"{described} [default: phase 1's].", show_default=False)
+                          help=f"{described} [default: phase 1's{f', or {PHASE2_FALLBACKS[place]:g} where it set none' if place in PHASE2_FALLBACKS else ''}].",
+                          show_default=False)
     return Annotated[Optional[kind], option]
 
 
@@ -304,7 +305,7 @@ def with_phase1_overrides(command):
     """Add PHASE1_OVERRIDES to ``command``, which receives those given as ``overrides={name: value}``."""
     declared = {(section, field): annotation for section, field, annotation in GROUP}
     own = _own_parameters(command, "overrides")
-    added = [inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, annotation=_override(declared[section, field]), default=None)
+    added = [inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, annotation=_override(declared[section, field], (section, field)), default=None)
              for section, field in PHASE1_OVERRIDES]
 
     @functools.wraps(command)

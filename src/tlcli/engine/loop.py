@@ -11,7 +11,6 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -21,26 +20,13 @@ from tlcli.data.loading import reseed_loader
 from tlcli.engine.device import Precision
 from tlcli.engine.distributed import active, gather_objects, reduce_sums
 from tlcli.engine.observer import Observer
+from tlcli.engine.state import Pass, Progress, Trainer
 from tlcli.errors import DataError, TlcliError
 from tlcli.models.freeze import set_train_mode
 
 # How often the epoch's sums are read back from the device for the progress display: each read
 # waits for the device to finish the queued steps, so not every batch.
 PROGRESS_EVERY_S = 0.5
-
-
-@dataclass
-class Pass:
-    """One pass over a loader: mean loss, accuracy, and what it saw."""
-
-    loss: float
-    accuracy: float
-    images: int
-    seconds: float
-    skipped: list[str] = field(default_factory=list)
-    logits: torch.Tensor | None = None  # evaluate(collect=True) only
-    labels: torch.Tensor | None = None
-    indices: torch.Tensor | None = None
 
 
 def batch_to_device(batch, device: torch.device, channels_last: bool):
@@ -184,57 +170,6 @@ def evaluate(
     return result
 
 
-@dataclass
-class Progress:
-    """Where a run stands; saved in every checkpoint so a resumed run picks up exactly here."""
-
-    epoch: int = 0  # epochs completed in this phase
-    step: int = 0  # optimizer steps in this phase
-    best_metric: float | None = None
-    best_epoch: int = 0
-    epochs_without_improvement: int = 0
-    stopped_early: bool = False
-
-    def improved(self, value: float, monitor: str) -> bool:
-        if self.best_metric is None or math.isnan(self.best_metric):
-            return not math.isnan(value)
-        return value < self.best_metric if monitor.endswith("loss") else value > self.best_metric
-
-
-@dataclass
-class Trainer:
-    """Everything ``fit`` needs, built once by the caller."""
-
-    model: nn.Module
-    train_loader: DataLoader
-    val_loader: DataLoader | None
-    criterion: nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    scheduler: object | None
-    scheduler_per_batch: bool
-    device: torch.device
-    precision: Precision
-    phase: int = 1
-    seed: int = 0
-    bn_train: bool = False
-    keep_norm_statistics: bool = False
-    accumulate: int = 1
-    grad_clip: float = 0.0
-    channels_last: bool = False
-    monitor: str = "val_loss"
-    patience: int = 0
-    # The linear probe's epoch (``engine.probe.LinearProbe.epoch``), in place of train_one_epoch.
-    full_batch_epoch: Callable[[], Pass] | None = None
-    method: str = "adam"  # how the epochs train, recorded in each history row
-    # What ``evaluate`` runs when it is not ``model``: the network inside DistributedDataParallel.
-    evaluated: nn.Module | None = None
-
-    @property
-    def eval_model(self) -> nn.Module:
-        return self.model if self.evaluated is None else self.evaluated
-
-
 def fit(
     trainer: Trainer,
     *,
@@ -265,26 +200,29 @@ def fit(
             accumulate=t.accumulate, grad_clip=t.grad_clip, channels_last=t.channels_last,
             batch_scheduler=t.scheduler if t.scheduler_per_batch else None, observer=observer,
         )
-        validated = (
-            evaluate(t.eval_model, t.val_loader, t.criterion, device=t.device, precision=t.precision, channels_last=t.channels_last)
-            if t.val_loader is not None
-            else None
-        )
+        validated = _validate(t) if t.val_loader is not None else None
         for skipped in trained.skipped + (validated.skipped if validated else []):
             observer.warning(f"skipped unreadable image {skipped}")
         progress.epoch = epoch
         progress.step += math.ceil(len(t.train_loader) / t.accumulate)
         row = _history_row(t, epoch_offset + epoch, trained, validated, lr)
+        if validated and t.average is not None:
+            with t.average.swapped_in():
+                averaged = _validate(t)
+            row.update(ema_val_loss=averaged.loss, ema_val_acc=averaged.accuracy)
         history.append(row)
-        monitored = row[t.monitor] if validated else row["train_loss"]
-        is_best = progress.improved(monitored, t.monitor if validated else "train_loss")
+        monitored, from_average = _monitored(row, t.monitor) if validated else (row["train_loss"], False)
+        kind = t.monitor if validated else "train_loss"
+        is_best = progress.improved(monitored, kind)
         if is_best:
-            progress.best_metric, progress.best_epoch, progress.epochs_without_improvement = monitored, epoch, 0
+            progress.best_metric, progress.best_epoch, progress.best_is_average = monitored, epoch, from_average
+        if progress.phase_best is None or progress.improved(monitored, kind, than=progress.phase_best):
+            progress.phase_best, progress.epochs_without_improvement = monitored, 0
         else:
             progress.epochs_without_improvement += 1
         if t.scheduler is not None and not t.scheduler_per_batch:
             if isinstance(t.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                t.scheduler.step(monitored)
+                t.scheduler.step(row[t.monitor] if validated else monitored)  # the trained weights', not their average's
             else:
                 t.scheduler.step()
         if t.patience and progress.epochs_without_improvement >= t.patience:
@@ -292,6 +230,19 @@ def fit(
         save(progress, history, is_best)
         observer.epoch_end(row)
     return progress
+
+
+def _validate(t: Trainer) -> Pass:
+    return evaluate(t.eval_model, t.val_loader, t.criterion, device=t.device, precision=t.precision, channels_last=t.channels_last)
+
+
+def _monitored(row: dict, monitor: str) -> tuple[float, bool]:
+    """The epoch's monitored value, and whether the moving average gave it (when it beat the weights)."""
+    own, averaged = row[monitor], row.get(f"ema_{monitor}")
+    if averaged is None or math.isnan(averaged) or averaged == own:
+        return own, False
+    better = averaged < own if monitor.endswith("loss") else averaged > own
+    return (averaged, True) if better else (own, False)
 
 
 def _history_row(trainer: Trainer, epoch: int, trained: Pass, validated: Pass | None, lr: float) -> dict:

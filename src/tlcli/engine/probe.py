@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tlcli.engine.loop import Pass
+from tlcli.engine.state import Pass
 
 # Half-decades from strong to weak; 1e-1 underfits anything, 1e-5 is nearly unregularised.
 WEIGHT_DECAY_GRID = tuple(10.0 ** (-k / 2) for k in range(2, 11))

@@ -11,11 +11,22 @@ import torch
 from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
 from tlcli.data.transforms import build_transform
 from tlcli.engine.device import resolve_device
+from tlcli.engine.tta import averaged_probabilities
 from tlcli.errors import TlcliError
 from tlcli.runs import resolve_checkpoint
 
 
-class TorchClassifier:
+class _Classifier:
+    """Class probabilities of a batch of transformed images; with ``tta``, averaged over the views
+    of ``engine.tta``."""
+
+    tta = False
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return averaged_probabilities(self.probabilities, batch) if self.tta else self.probabilities(batch)
+
+
+class TorchClassifier(_Classifier):
     def __init__(self, checkpoint: str | None, device: str):
         self.source = resolve_checkpoint(checkpoint)
         state = load_checkpoint(self.source)
@@ -26,12 +37,15 @@ class TorchClassifier:
         self.transform = build_transform(built.preprocess)
         self.draft_size = built.preprocess.resize_size
 
-    @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return super().__call__(batch.to(self.device))  # test-time views are made where the model runs
+
+    @torch.no_grad()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model(batch.to(self.device)).float().softmax(1).cpu()
 
 
-class OnnxClassifier:
+class OnnxClassifier(_Classifier):
     """An exported model run by onnxruntime, with the preprocessing stored in its metadata."""
 
     def __init__(self, path: Path):
@@ -60,12 +74,15 @@ class OnnxClassifier:
         self.draft_size = preprocess.resize_size
         self.input = self.session.get_inputs()[0].name
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {self.input: batch.numpy()})[0]).float().softmax(1)
 
 
-def load_classifier(checkpoint: str | None, *, model_file: Path | None = None, device: str = "auto"):
-    """A callable batch -> probabilities with ``classes``, ``transform`` and ``source``: PyTorch or ONNX."""
+def load_classifier(checkpoint: str | None, *, model_file: Path | None = None, device: str = "auto", tta: bool = False):
+    """A callable batch -> probabilities with ``classes``, ``transform`` and ``source``: PyTorch or
+    ONNX; ``tta`` averages each prediction over a few views of the image."""
     if model_file is None and checkpoint is not None and checkpoint.endswith(".onnx"):
         model_file = Path(checkpoint)
-    return OnnxClassifier(model_file) if model_file is not None else TorchClassifier(checkpoint, device)
+    classifier = OnnxClassifier(model_file) if model_file is not None else TorchClassifier(checkpoint, device)
+    classifier.tta = tta
+    return classifier

@@ -129,6 +129,7 @@ def predict(
     resume: bool = False,
     stdin: BinaryIO | None = None,
     on_batch: Callable[[list[Prediction]], None] = lambda predictions: None,
+    tta: bool = False,
 ) -> PredictSummary:
     """Classify ``inputs`` (files, folders, globs, ``-``) and ``from_list``'s lines, in that order.
 
@@ -142,7 +143,7 @@ def predict(
     if output is not None:
         check_output(output, format, resume=resume)
     items = _first_classifiable(iter_items(inputs, from_list=from_list, stdin=stdin))
-    classifier = load_classifier(checkpoint, model_file=model_file, device=device)
+    classifier = load_classifier(checkpoint, model_file=model_file, device=device, tta=tta)
     k = min(topk, len(classifier.classes))
     file = open_results(output, format, resume=resume, topk=k, batch_size=batch_size) if output is not None else None
     summary = PredictSummary(classifier.source, failed_before=file.failed if file else 0, cut=file.cut if file else 0)
@@ -170,11 +171,11 @@ def _check_sizes(topk: int, batch_size: int) -> None:
 
 
 def predict_images(images: list, *, checkpoint: str | None = None, model_file: Path | None = None, topk: int = 5, device: str = "auto",
-                   batch_size: int = 32, on_batch: Callable[[list[Prediction]], None] = lambda predictions: None,
+                   batch_size: int = 32, on_batch: Callable[[list[Prediction]], None] = lambda predictions: None, tta: bool = False,
                    ) -> tuple[list[Prediction], PredictSummary]:
     """Classify PIL images already in memory, named ``<image N>``, with the preprocessing a file gets."""
     _check_sizes(topk, batch_size)
-    classifier = load_classifier(checkpoint, model_file=model_file, device=device)
+    classifier = load_classifier(checkpoint, model_file=model_file, device=device, tta=tta)
     predictions: list[Prediction] = []
     for start in range(0, len(images), batch_size):
         names = range(start, min(start + batch_size, len(images)))
