@@ -18,7 +18,7 @@ import torch
 from tlcli.checkpoint import atomic_save, load_checkpoint, training_checkpoint
 from tlcli.config import TrainConfig
 from tlcli.engine.distributed import is_main_process, on_main, process_group, reduce_sums, world_size
-from tlcli.engine.loop import Observer, evaluate, fit
+from tlcli.engine.loop import Observer, fit, validate
 from tlcli.engine.state import Progress
 from tlcli.errors import Interrupted, TlcliError
 from tlcli.models.freeze import count_parameters
@@ -257,8 +257,7 @@ def _start_from_parent(result: RunResult, progress: Progress, folder: RunFolder,
     if prepared.trial is not None:
         result.start = dict(prepared.trial.start)
     else:
-        before = evaluate(trainer.eval_model, trainer.val_loader, trainer.criterion, device=trainer.device, precision=trainer.precision,
-                          channels_last=trainer.channels_last)
+        before = validate(trainer)
         result.start = {"val_loss": before.loss, "val_acc": before.accuracy}
     progress.best_metric, progress.best_epoch = result.start[trainer.monitor], 0
     if not is_main_process():

@@ -14,7 +14,7 @@ import torch
 
 from tlcli.checkpoint import atomic_save, load_checkpoint
 from tlcli.engine.averaging import mix_weights, weights_in
-from tlcli.engine.loop import evaluate
+from tlcli.engine.loop import validate
 from tlcli.engine.state import Trainer
 
 MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the share of phase 2's weights
@@ -51,7 +51,7 @@ def choose_mix(trainer: Trainer, network: torch.nn.Module, start: dict[str, torc
         if alpha in scores:
             continue
         with weights_in(network, mix_weights(start, end, alpha)):
-            done = evaluate(t.eval_model, t.val_loader, t.criterion, device=t.device, precision=t.precision, channels_last=t.channels_last)
+            done = validate(t)
         scores[alpha] = {"val_loss": done.loss, "val_acc": done.accuracy}
     scores = dict(sorted(scores.items()))
     chosen = max(reversed(scores), key=lambda alpha: _key(scores[alpha], t.monitor))

@@ -200,7 +200,7 @@ def fit(
             accumulate=t.accumulate, grad_clip=t.grad_clip, channels_last=t.channels_last,
             batch_scheduler=t.scheduler if t.scheduler_per_batch else None, observer=observer,
         )
-        validated = _validate(t) if t.val_loader is not None else None
+        validated = validate(t) if t.val_loader is not None else None
         for skipped in trained.skipped + (validated.skipped if validated else []):
             observer.warning(f"skipped unreadable image {skipped}")
         progress.epoch = epoch
@@ -208,7 +208,7 @@ def fit(
         row = _history_row(t, epoch_offset + epoch, trained, validated, lr)
         if validated and t.average is not None:
             with t.average.swapped_in():
-                averaged = _validate(t)
+                averaged = validate(t)
             row.update(ema_val_loss=averaged.loss, ema_val_acc=averaged.accuracy)
         history.append(row)
         monitored, from_average = _monitored(row, t.monitor) if validated else (row["train_loss"], False)
@@ -232,7 +232,8 @@ def fit(
     return progress
 
 
-def _validate(t: Trainer) -> Pass:
+def validate(t: Trainer) -> Pass:
+    """The trainer's model on its validation split, as every epoch measures it."""
     return evaluate(t.eval_model, t.val_loader, t.criterion, device=t.device, precision=t.precision, channels_last=t.channels_last)
 
 

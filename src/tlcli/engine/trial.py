@@ -19,7 +19,7 @@ import torch
 
 from tlcli.data.loading import reseed_loader
 from tlcli.engine.averaging import weights_in
-from tlcli.engine.loop import evaluate, train_one_epoch
+from tlcli.engine.loop import train_one_epoch, validate
 from tlcli.engine.state import Trainer
 
 
@@ -54,11 +54,11 @@ def choose_backbone_rate(trainer: Trainer, network: torch.nn.Module, candidates:
     batches = len(t.train_loader)
     start_weights = {name: value.detach().clone() for name, value in network.state_dict().items()}
 
-    def validate() -> dict[str, float]:
-        done = evaluate(t.eval_model, t.val_loader, t.criterion, device=t.device, precision=t.precision, channels_last=t.channels_last)
+    def scored() -> dict[str, float]:
+        done = validate(t)
         return {"val_loss": done.loss, "val_acc": done.accuracy}
 
-    start = validate()
+    start = scored()
     scores: dict[float, dict[str, float]] = {}
     for mult in candidates:
         with weights_in(network, start_weights):
@@ -67,7 +67,7 @@ def choose_backbone_rate(trainer: Trainer, network: torch.nn.Module, candidates:
             train_one_epoch(t.model, t.train_loader, t.criterion, make_optimizer(mult), t.precision.scaler(),  # the run's own stays untouched
                             device=t.device, precision=t.precision, bn_train=t.bn_train, keep_norm_statistics=t.keep_norm_statistics,
                             accumulate=t.accumulate, grad_clip=t.grad_clip, channels_last=t.channels_last)
-            scores[mult] = validate()
+            scores[mult] = scored()
     chosen = candidates[0]
     for mult in candidates[1:]:
         if _better(scores[mult], scores[chosen]):
