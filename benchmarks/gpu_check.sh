@@ -45,7 +45,7 @@ flops_per_image() {  # forward + backward FLOPs of one 224x224 image
     "$PYTHON" - "$1" <<'EOF'
 import sys, torch
 from torch.utils.flop_counter import FlopCounterMode
-from tlcli.config import ModelConfig
+from tlcli.core.config import ModelConfig
 from tlcli.models.registry import build_model
 model = build_model(ModelConfig(arch=sys.argv[1], weights="none", freeze="none", input_size=224), num_classes=10).model.cuda()
 images = torch.randn(8, 3, 224, 224, device="cuda")
@@ -87,9 +87,9 @@ echo "sync check (one GPU, resnet18, bf16 + channels-last):"
 "$PYTHON" - <<'EOF'
 import warnings
 import torch
-from tlcli.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from tlcli.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tlcli.engine import loop
-from tlcli.prepare import prepare
+from tlcli.run.build import prepare
 
 config = TrainConfig(data=DataConfig("digits"), model=ModelConfig(arch="resnet18", weights="none", freeze="none", input_size=224),
                      run=RunConfig(epochs=1, batch_size=64, amp="bf16", channels_last=True, cache_images="memory", cache_features="off"))
@@ -101,8 +101,7 @@ for steps in (5, 15):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
-        loop.train_one_epoch(t.model, batches, t.criterion, t.optimizer, t.scaler, device=t.device, precision=t.precision,
-                             channels_last=t.channels_last)
+        loop.train_one_epoch(t.with_batches(batches))
         torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
     print(f"  {steps} steps: {len(syncs)} waits for the GPU")

@@ -9,12 +9,13 @@
 # from the Hugging Face Hub, as the report loaded it: downloaded once into the Hugging Face cache
 # ($HF_HOME), then read from there (also with HF_DATASETS_OFFLINE=1). Needs
 # pip install 'tlcli[hf,tensorboard]'.
-# SMOKE=1 sweeps two settings on the built-in digits at 32x32, one epoch each (offline, seconds).
+# SMOKE=1 sweeps two settings on a small folder exported from the built-in digits at 32x32, one epoch each (offline, seconds).
 set -euo pipefail
 TLCLI=${TLCLI:-tlcli}
 OUT=${OUT:-checkpoints/beans-study}
 if [ "${SMOKE:-0}" = 1 ]; then
-  BASE="--data digits --arch resnet18 --weights none --input-size 32 --epochs 1 --deterministic"
+  [ -d "$OUT-digits" ] || $TLCLI data export digits "$OUT-digits" --limit 12 > /dev/null  # 12 images per class and split
+  BASE="--data $OUT-digits --arch resnet18 --weights none --input-size 32 --epochs 1 --deterministic"
   SWEEP="freeze=blocks:0,blocks:4"
 else
   BASE="--data hf:AI-Lab-Makerere/beans --arch resnet18 --weights imagenet --batch-size 16 --lr 1e-4 --epochs 30 --monitor val_loss --patience 10 --amp auto --deterministic --tensorboard"

@@ -7,12 +7,13 @@
 # Data: Kaggle's "Petals to the Metal" tfrec files (tfrecords-jpeg-224x224/{train,val}/*.tfrec)
 # in data/flowers/, class names one per line in data/flowers/classes.txt. The ONNX export needs
 # pip install 'tlcli[onnx]'; 'tlcli serve' then serves it to a phone camera (pip install 'tlcli[serve]').
-# SMOKE=1 runs it on the built-in digits in seconds.
+# SMOKE=1 runs it with a small CNN on a small folder exported from the built-in digits, in seconds.
 set -euo pipefail
 TLCLI=${TLCLI:-tlcli}
 OUT=${OUT:-checkpoints/flowers}
 if [ "${SMOKE:-0}" = 1 ]; then
-  DATA="--data digits"; PARITY="digits"; MODEL="--arch efficientnet_b0 --weights none --input-size 32"; PHASE1=1; PHASE2=1; SANITY="--batches 1 --steps 200 --batch-size 8"
+  [ -d "$OUT-digits" ] || $TLCLI data export digits "$OUT-digits" --limit 12 > /dev/null  # 12 images per class and split
+  DATA="--data $OUT-digits"; PARITY="$OUT-digits"; MODEL="--arch simple_cnn --weights none --input-size 16"; PHASE1=1; PHASE2=1; SANITY="--batches 1 --steps 200 --batch-size 8"
 else
   DATA="--data data/flowers --class-names data/flowers/classes.txt"; PARITY="data/flowers"; MODEL="--arch efficientnet_b0 --weights imagenet"; PHASE1=20; PHASE2=10; SANITY=""
 fi

@@ -5,12 +5,13 @@
 # resized to 224, Adam 1e-4); 80/20 train/validation split, batch 64, 5-fold cross-validation,
 # classification report, confusion matrices, comparison plot, save and reload of the model.
 # Data: MNIST's four IDX files in data/mnist/ (or add --download).
-# SMOKE=1 runs it on the built-in digits with 2 folds of one epoch, ResNet18 at 32x32 from scratch.
+# SMOKE=1 runs it on a small folder exported from the built-in digits with 2 folds of one epoch, ResNet18 at 32x32 from scratch.
 set -euo pipefail
 TLCLI=${TLCLI:-tlcli}
 OUT=${OUT:-checkpoints/mnist-study}
 if [ "${SMOKE:-0}" = 1 ]; then
-  BASE="--data digits --val-split 0.2 --batch-size 64 --epochs 1"; FOLDS=2; RESNET="--weights none --input-size 32"
+  [ -d "$OUT-digits" ] || $TLCLI data export digits "$OUT-digits" --limit 12 > /dev/null  # 12 images per class and split
+  BASE="--data $OUT-digits --val-split 0.2 --batch-size 64 --epochs 1"; FOLDS=2; RESNET="--weights none --input-size 32"
 else
   BASE="--data mnist --val-split 0.2 --batch-size 64 --epochs 5"; FOLDS=5; RESNET="--weights imagenet --input-size 224"
 fi

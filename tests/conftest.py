@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.helpers import CliResult, TinyRun, make_class_folder, train_tiny_run
 from tlcli.cli import main
-
-
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self):
-        return json.loads(self.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -94,70 +81,15 @@ def run_cli(capsys):
     return run
 
 
-def write_image(path: Path, *, size=(16, 16), mode="RGB", color=None, fmt=None, seed=0, **save_kwargs) -> Path:
-    """A real image file with random (seeded) pixels, or a flat colour."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    if color is not None:
-        image = Image.new(mode, size, color)
-    else:
-        channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode] if mode in ("RGB", "RGBA", "L") else 3
-        pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
-        image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode if mode in ("RGB", "RGBA", "L") else "RGB")
-        if mode not in ("RGB", "RGBA", "L"):
-            image = image.convert(mode)
-    image.save(path, format=fmt, **save_kwargs)
-    return path
-
-
-def make_class_folder(root: Path, classes: dict[str, int], *, size=(16, 16), seed: int = 0) -> Path:
-    """root/<class>/<i>.png with the given number of images per class, each different; a folder
-    made with another ``seed`` (a multiple of 10,000) shares no image with this one."""
-    for class_index, (name, count) in enumerate(classes.items()):
-        for i in range(count):
-            write_image(root / name / f"{i}.png", size=size, seed=seed + class_index * 1000 + i)
-    return root
-
-
 @pytest.fixture
 def tiny(tmp_path) -> Path:
     """Twelve 8x8 images of two classes: an epoch of an mlp takes milliseconds."""
     return make_class_folder(tmp_path / "tiny", {"a": 6, "b": 6}, size=(8, 8))
 
 
-def tiny_run_options(data: Path, out: Path, epochs: int) -> list[str]:
-    """train options for ``tiny``: an mlp, deterministic, one loader process, 4 images for val."""
-    return ["--data", str(data), "--arch", "mlp", "--input-size", "8", "--val-split", "0.34", "--test-split", "0", "--workers", "0",
-            "--deterministic", "--epochs", str(epochs), "--out", str(out)]
-
-
-def place_torchvision_weights(arch: str) -> dict[str, torch.Tensor]:
-    """Write a state dict where torch.hub looks for ``arch``'s ImageNet weights ($TORCH_HOME)."""
-    from torchvision import models
-
-    weights = models.get_model_weights(arch).DEFAULT
-    reference = models.get_model(arch, weights=None).state_dict()
-    reference = {k: (v + 0.5 if v.is_floating_point() else v) for k, v in reference.items()}
-    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(reference, target)
-    return reference
-
-
-def place_timm_weights(repo: str, model: str) -> tuple[Path, dict[str, torch.Tensor]]:
-    """Write ``model``'s weights into the Hugging Face cache of this process as repository ``repo``
-    (timm/<model>.<tag>), laid out as the offline error tells users to: a snapshot named after the
-    branch and a refs file naming it. Returns the repository's folder, for the test to remove."""
-    import timm
-    from huggingface_hub import constants
-    from safetensors.torch import save_file
-
-    # huggingface_hub reads HF_HOME once, at import: make sure that was the scratch one.
-    assert Path(constants.HF_HUB_CACHE).is_relative_to(os.environ["HF_HOME"])
-    state = {k: v + 0.25 if v.is_floating_point() else v for k, v in timm.create_model(model).state_dict().items()}
-    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
-    (folder / "snapshots" / "main").mkdir(parents=True)
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text("main")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "snapshots" / "main" / "model.safetensors"))
-    return folder, state
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    """A one-epoch mlp trained once per session on twelve 8x8 images of classes a and b (4 held
+    out for val, no test split), as the run ``tiny-run`` under its own checkpoints folder (so
+    also the latest run there). Tests read it; those that write beside it use their own folders."""
+    return train_tiny_run(tmp_path_factory.mktemp("tiny-run"))

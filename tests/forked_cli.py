@@ -37,11 +37,14 @@ def _run_command(request: dict, streams: list[int]) -> None:
 def serve(path: str) -> None:
     import torch  # noqa: F401 - imported once, inherited by every command
     import tlcli.cli  # noqa: F401
-    from tlcli import evaluation, exporting, report, study, training  # noqa: F401
+    from tlcli.evaluation import evaluate, report  # noqa: F401
+    from tlcli.deploy import exporting  # noqa: F401
+    from tlcli.experiments import compare  # noqa: F401
+    from tlcli.run import story  # noqa: F401
     # What most commands import on first use: scikit-learn (the digits, metrics: 1.7 s with scipy
     # and pandas) and matplotlib's pyplot (figures).
     import sklearn.datasets, sklearn.metrics  # noqa: E401, F401
-    from tlcli.plots import pyplot
+    from tlcli.core.plots import pyplot
 
     pyplot()
 

@@ -1,10 +1,12 @@
 """The layering of ARCHITECTURE.md, checked from the source: every tlcli import (at module level
-or inside a function) points to the same layer or a lower one, and no two units import each other,
-directly or around a longer loop."""
+or inside a function) points to the same layer or a lower one; no two packages import each other,
+directly or around a longer loop, and no module-level import makes a loop between modules; no
+function is over 60 lines and no module over 300."""
 
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,12 +14,13 @@ import tlcli
 
 SOURCE = Path(tlcli.__file__).parent
 
-# A unit is a subpackage or a top-level module of tlcli.
+# A unit is a package of tlcli (or a top-level module: __main__); the layers are folders on disk.
 LAYERS = (
-    {"version", "errors", "config", "files", "host", "vision", "cache", "runs", "run_files", "stopping", "metrics", "plots"},
+    {"core"},
     {"data", "models"},
-    {"engine", "checkpoint", "features", "pipeline", "prepare", "recovery", "wiseft"},
-    {"training", "finetuning", "resuming", "evaluation", "prediction", "exporting", "quantization", "diagnostics", "report", "serving", "study"},
+    {"engine"},
+    {"run"},
+    {"evaluation", "prediction", "serving", "deploy", "experiments"},
     {"api", "bench", "cli", "__main__"},
     {"tlcli"},  # the package itself: the public API that `import tlcli` gives
 )
@@ -36,7 +39,7 @@ def _imports() -> dict[str, set[tuple[str, str]]]:
         relative = path.relative_to(SOURCE).with_suffix("")
         unit = relative.parts[0] if len(relative.parts) > 1 or relative.name != "__init__" else "tlcli"
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "tlcli":  # from tlcli import training: the unit training
+            if isinstance(node, ast.ImportFrom) and node.module == "tlcli":  # from tlcli import api: the unit api
                 names = [f"tlcli.{alias.name}" for alias in node.names]
             else:
                 names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else (
@@ -79,3 +82,63 @@ def test_no_import_cycles_between_units():
     cycles = {" -> ".join([unit, *back]) for unit, targets in graph.items() for target in targets
               if (back := _path(graph, target, unit)) is not None}
     assert sorted(cycles) == []
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SOURCE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """{module: {tlcli modules it imports when it is imported}}: the imports at module level,
+    those that can leave a module half-initialised in a cycle."""
+    modules = {_module_name(path): path for path in SOURCE.rglob("*.py")}
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, path in modules.items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tlcli":
+                names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            graph[module] |= {name for name in names if name in modules and name != module}
+    return graph
+
+
+def test_no_import_cycles_between_modules():
+    graph = _module_imports()
+    cycles = {" -> ".join([module, *back]) for module, targets in graph.items() for target in targets
+              if (back := _path(graph, target, module)) is not None}
+    assert sorted(cycles) == []
+
+
+# The size a reader takes in at once: a function on a screen, a module in one sitting.
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 300
+
+
+def test_no_function_over_60_lines_and_no_module_over_300():
+    too_long = []
+    for path in sorted(SOURCE.rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{path.relative_to(SOURCE)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                too_long.append(f"{path.relative_to(SOURCE)}: {node.name} {node.end_lineno - node.lineno + 1} lines")
+    assert too_long == []
+
+
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "ARCHITECTURE.md"
+
+
+def test_architecture_md_lists_the_layers_and_the_run_package_as_they_are_on_disk():
+    text = ARCHITECTURE.read_text()
+    table = {int(rank): {name.strip("`/") for name in re.findall(r"`[^`]+`", units)}
+             for rank, units in re.findall(r"^\| (\d) \| ([^|]+) \|", text, flags=re.M)}
+    assert table == dict(enumerate(LAYERS))
+    listing = text[text.index("run/\n"):text.index("```", text.index("run/\n"))]
+    described = re.findall(r"^  (\w+\.py) ", listing, flags=re.M)
+    on_disk = sorted(path.name for path in (SOURCE / "run").glob("*.py") if path.name != "__init__.py")
+    assert sorted(described) == on_disk

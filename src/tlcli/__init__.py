@@ -14,8 +14,8 @@ a bad option, raised before any data is read). ``progress=False`` silences a tra
 """
 
 from tlcli.api import Predictions, compare, evaluate, export, finetune, predict, summary, train, train_config
-from tlcli.errors import CheckpointError, ConfigError, DataError, Interrupted, ModelError, TlcliError, WeightsError
-from tlcli.version import __version__
+from tlcli.core.errors import CheckpointError, ConfigError, DataError, Interrupted, ModelError, TlcliError, WeightsError
+from tlcli.core.version import __version__
 
 __all__ = ["train", "finetune", "evaluate", "predict", "export", "summary", "compare", "train_config", "Predictions",
            "TlcliError", "ConfigError", "DataError", "ModelError", "WeightsError", "CheckpointError", "Interrupted", "__version__"]

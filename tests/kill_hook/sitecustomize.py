@@ -1,4 +1,4 @@
-"""Fault injection for tests/test_crash.py, imported at start-up by any Python whose PYTHONPATH
+"""Fault injection for tests/run/test_crash.py, imported at start-up by any Python whose PYTHONPATH
 holds this folder. With $TLCLI_KILL_DIR set, every ``os.replace``, ``os.link`` and ``os.fsync`` on
 a path under that folder is counted and listed in $TLCLI_KILL_LOG; the one numbered
 $TLCLI_KILL_AT is never made: the process SIGKILLs itself first, as a power cut would stop it

@@ -1,51 +1,27 @@
-"""The train options by name, as the command line and the Python API both take them: one option
-per field of ``TrainConfig``'s sections, named as the field (``data`` for the source; ``seed``
-sets the split's and the run's), with the dataclasses' defaults. Nothing else holds a default."""
+"""The options by name, as the command line and the Python API both take them, read from their
+declarations in ``tlcli.core.config`` (``TRAIN_OPTIONS``, ``PHASE1_OVERRIDES`` and finetune's
+own): a value of the wrong type, outside its choices or range is a ConfigError before any data
+is read. Nothing here holds a default of its own."""
 
 from __future__ import annotations
 
 import difflib
 import numbers
 import os
-from dataclasses import MISSING, fields, replace
+from dataclasses import fields, replace
 from typing import Any
 
-from tlcli.config import MONITORS, FinetuneConfig, TrainConfig, check_config, check_freeze_policy
-from tlcli.errors import ConfigError
+from tlcli.core.config import PHASE1_OVERRIDES, SECTIONS, TRAIN_OPTIONS, FinetuneConfig, TrainConfig, check_config
+from tlcli.core.errors import ConfigError
+from tlcli.core.option import check_value, declared
 
-SECTIONS = {field.name: type(field.default) for field in fields(TrainConfig)}  # data -> DataConfig, ...
-# Not train options: set by train's --folds for each fold of a study, and by finetune.
-_NOT_TRAIN_OPTIONS = {("data", "folds"), ("data", "fold"), ("optim", "backbone_lr_mult"), ("optim", "ema"), ("optim", "wise_ft")}
-
-
-def _train_options() -> dict[str, tuple[tuple[str, str], ...]]:
-    """option name -> the (section, field) pairs it sets."""
-    options: dict[str, tuple[tuple[str, str], ...]] = {}
-    for section, kind in SECTIONS.items():
-        for field in fields(kind):
-            if (section, field.name) not in _NOT_TRAIN_OPTIONS:
-                name = "data" if field.name == "source" else field.name
-                options[name] = (*options.get(name, ()), (section, field.name))
-    return options
-
-
-TRAIN_OPTIONS = _train_options()
 _FIELDS = {(section, field.name): field for section, kind in SECTIONS.items() for field in fields(kind)}
-TRAIN_DEFAULTS: dict[str, Any] = {name: _FIELDS[places[0]].default for name, places in TRAIN_OPTIONS.items()}
-TRAIN_TYPES: dict[str, str] = {name: _FIELDS[places[0]].type for name, places in TRAIN_OPTIONS.items()}
-
-# What finetune may change from phase 1, each defaulting to phase 1's value.
-PHASE1_OVERRIDES = (
-    ("optim", "optimizer"), ("optim", "schedule"), ("optim", "weight_decay"), ("optim", "warmup_epochs"), ("optim", "label_smoothing"),
-    ("augment", "hflip"), ("augment", "rotate"), ("augment", "zoom"), ("augment", "contrast"), ("augment", "color_jitter"),
-    ("augment", "auto_augment"), ("run", "batch_size"), ("run", "device"), ("run", "amp"), ("run", "patience"),
-    ("run", "workers"), ("run", "cache_images"), ("run", "cache_dir"),
-)
-FINETUNE_DEFAULTS: dict[str, Any] = {field.name: field.default for field in fields(FinetuneConfig) if field.default is not MISSING
-                                     and not field.name.endswith("_overrides")}
-FINETUNE_TYPES: dict[str, str] = {field.name: field.type for field in fields(FinetuneConfig)}
-# What finetune sets of phase 2's run besides PHASE1_OVERRIDES: where it goes.
-PHASE2_RUN_OPTIONS = (("run", "out"), ("run", "overwrite"))
+TRAIN_DEFAULTS: dict[str, Any] = {name: _FIELDS[section, field].default for name, (section, field, _) in TRAIN_OPTIONS.items()}
+TRAIN_TYPES: dict[str, str] = {name: _FIELDS[section, field].type for name, (section, field, _) in TRAIN_OPTIONS.items()}
+# finetune's own options (its source is the verb's positional ``run``), then the phase-1 settings it may change.
+FINETUNE_OPTIONS = {name: (field, declaration) for name, field, declaration in declared(FinetuneConfig) if name != "source"}
+FINETUNE_DEFAULTS: dict[str, Any] = {name: field.default for name, (field, _) in FINETUNE_OPTIONS.items()}
+FINETUNE_TYPES: dict[str, str] = {name: field.type for name, (field, _) in FINETUNE_OPTIONS.items()}
 
 # Python types each annotation of the config dataclasses accepts (bool is not a number here).
 _ACCEPTED = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "tuple[int, ...]": (tuple, list, str)}
@@ -104,36 +80,30 @@ def train_config(base: TrainConfig | None = None, **options: Any) -> TrainConfig
         value = check_type(name, value, TRAIN_TYPES[name])
         if name == "data" and not value.strip():
             raise ConfigError("data names no data set: give a folder, a built-in set such as digits, a CSV file or hf:NAME")
-        for section, field in TRAIN_OPTIONS[name]:
-            sections[section][field] = value
+        section, field, _ = TRAIN_OPTIONS[name]
+        sections[section][field] = value
+        if name == "seed":  # the split's and the run's
+            sections["run"]["seed"] = value
     base = base or TrainConfig()
     config = TrainConfig(**{section: replace(getattr(base, section), **changes) for section, changes in sections.items()})
-    if config.model.freeze is not None:
-        check_freeze_policy(config.model.freeze)
     check_config(config)
     return config
 
 
 def finetune_config(source: str, **options: Any) -> FinetuneConfig:
     """A FinetuneConfig from finetune's options by name: its own (unfreeze, epochs, lr, ...) and
-    the phase-1 settings it may change (PHASE1_OVERRIDES: optimizer, hflip, out, ...)."""
-    own = {name: options.pop(name) for name in list(options) if name in FINETUNE_DEFAULTS}
-    overrides: dict[str, dict] = {"optim": {}, "augment": {}, "run": {}}
-    changeable = {field: section for section, field in (*PHASE1_OVERRIDES, *PHASE2_RUN_OPTIONS)}
+    the phase-1 settings it may change (PHASE1_OVERRIDES: optimizer, hflip, ...)."""
+    own, overrides = {}, []
     for name, value in options.items():
-        if name not in changeable:
-            raise unknown_option(name, [*FINETUNE_DEFAULTS, *changeable])
-        if value is not None:  # None: phase 1's value, as the signature says
-            overrides[changeable[name]][name] = check_type(name, value, TRAIN_TYPES[name])
-    own = {name: check_type(name, value, FINETUNE_TYPES[name]) for name, value in own.items()}
-    if own.get("unfreeze", "all") != "all":
-        check_freeze_policy(own["unfreeze"])
-    if own.get("epochs", 1) < 1 or (own.get("backbone_lr_mult") or 0.0) < 0 or not own.get("lr", 1.0) > 0:
-        raise ConfigError(f"finetune takes epochs >= 1, lr > 0 and backbone_lr_mult >= 0, got {own}")
-    if own.get("monitor", "val_acc") not in MONITORS:
-        raise ConfigError(f"unknown monitor '{own['monitor']}'; choose one of {', '.join(MONITORS)}")
-    return FinetuneConfig(source=str(source), **own, optim_overrides=tuple(overrides["optim"].items()),
-                          run_overrides=tuple(overrides["run"].items()), augment_overrides=tuple(overrides["augment"].items()))
+        if name in FINETUNE_OPTIONS:
+            own[name] = check_value(name, FINETUNE_OPTIONS[name][1], check_type(name, value, FINETUNE_TYPES[name]))
+        elif name in PHASE1_OVERRIDES:
+            if value is not None:  # None: phase 1's value, as the signature says
+                section, field, declaration = PHASE1_OVERRIDES[name]
+                overrides.append((section, field, check_value(name, declaration, check_type(name, value, TRAIN_TYPES[name]))))
+        else:
+            raise unknown_option(name, [*FINETUNE_OPTIONS, *PHASE1_OVERRIDES])
+    return FinetuneConfig(source=str(source), **own, overrides=tuple(overrides))
 
 
 def only_epochs(given: dict[str, Any], *, spell=lambda name: name) -> int | None:

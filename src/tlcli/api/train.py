@@ -7,21 +7,10 @@ import inspect
 from pathlib import Path
 from typing import Any, Mapping
 
-from tlcli.api.options import (
-    FINETUNE_DEFAULTS,
-    FINETUNE_TYPES,
-    PHASE1_OVERRIDES,
-    PHASE2_RUN_OPTIONS,
-    TRAIN_DEFAULTS,
-    TRAIN_TYPES,
-    finetune_config,
-    only_epochs,
-    train_config,
-    warnings_about,
-)
+from tlcli.api.options import FINETUNE_DEFAULTS, FINETUNE_TYPES, TRAIN_DEFAULTS, TRAIN_TYPES, finetune_config, only_epochs, train_config, warnings_about
 from tlcli.api.progress import make_observer
-from tlcli.config import TrainConfig, check_folds
-from tlcli.errors import ConfigError
+from tlcli.core.config import PHASE1_OVERRIDES, TrainConfig, check_folds
+from tlcli.core.errors import ConfigError
 
 
 def train(data: str = TRAIN_DEFAULTS["data"], *, folds: int = 0, resume: str | Path | None = None, progress: bool = True,
@@ -51,25 +40,25 @@ def train(data: str = TRAIN_DEFAULTS["data"], *, folds: int = 0, resume: str | P
     if resume is not None and folds:
         raise ConfigError("resume continues one run; a folds study resumes by running it again with the same out")
     if resume == "auto":
-        from tlcli.resuming import train_or_resume
+        from tlcli.run.resume import train_or_resume
 
         return train_or_resume(config, observer=observer)
     if resume is not None:
-        from tlcli.resuming import resume as resume_run
+        from tlcli.run.resume import resume as resume_run
 
         return resume_run(Path(resume), epochs=only_epochs(given), observer=observer)
     if folds:
         return _cross_validate(config, folds, progress)
-    from tlcli.training import train as run
+    from tlcli.run.story import Run
 
-    return run(config, observer=observer)
+    return Run(config).execute(observer)
 
 
 def _cross_validate(config: TrainConfig, folds: int, progress: bool):
     from dataclasses import replace
 
-    from tlcli.runs import checkpoints_root, default_run_name
-    from tlcli.study import run_study
+    from tlcli.run.locate import checkpoints_root, default_run_name
+    from tlcli.experiments.compare import run_study
 
     name = default_run_name(config.data.source, config.model.arch, f"-{folds}fold")
     out = Path(config.run.out) if config.run.out else checkpoints_root() / name
@@ -104,18 +93,18 @@ def finetune(run: str | Path, *, resume: str | Path | None = None, progress: boo
     """
     observer = make_observer(progress)
     if resume not in (None, "auto"):
-        from tlcli.resuming import resume as resume_run
+        from tlcli.run.resume import resume as resume_run
 
-        from tlcli.runs import resolve_checkpoint
+        from tlcli.run.locate import resolve_checkpoint
 
         epochs = only_epochs(options)
         return resume_run(Path(resume), epochs=epochs, observer=observer, parent=resolve_checkpoint(str(run)))
     config = finetune_config(str(run), **options)
     if resume == "auto":
-        from tlcli.resuming import finetune_or_resume
+        from tlcli.run.resume import finetune_or_resume
 
         return finetune_or_resume(config, observer=observer)
-    from tlcli.finetuning import finetune as run_phase2
+    from tlcli.run.finetune import finetune as run_phase2
 
     return run_phase2(config, observer=observer)
 
@@ -131,8 +120,8 @@ def compare(runs: Mapping[str, Mapping[str, Any] | TrainConfig], *, out: str | P
     """
     from datetime import datetime
 
-    from tlcli.runs import checkpoints_root
-    from tlcli.study import run_study
+    from tlcli.run.locate import checkpoints_root
+    from tlcli.experiments.compare import run_study
 
     check_folds(folds)
     if not runs:
@@ -171,5 +160,4 @@ def _show_options(function, options: list[inspect.Parameter]) -> None:
 
 _show_options(train, [_keyword(name, default, TRAIN_TYPES[name]) for name, default in TRAIN_DEFAULTS.items() if name != "data"])
 _show_options(finetune, [*(_keyword(name, default, FINETUNE_TYPES[name]) for name, default in FINETUNE_DEFAULTS.items()),
-                         *(_keyword(field, TRAIN_DEFAULTS[field], TRAIN_TYPES[field]) for _, field in PHASE2_RUN_OPTIONS),
-                         *(_keyword(field, None, _optional(TRAIN_TYPES[field])) for _, field in PHASE1_OVERRIDES)])
+                         *(_keyword(name, None, _optional(TRAIN_TYPES[name])) for name in PHASE1_OVERRIDES)])

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
-from tlcli.errors import ConfigError
+from tlcli.core.errors import ConfigError
 
 OUTPUT_SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 
@@ -23,7 +23,7 @@ def evaluate(run: str | Path | None = None, *, data: str | None = None, split: s
     the image and three label-preserving views of it): ``.metrics.accuracy``, per-class
     precision/recall/F1, the train-val gap and the most confident mistakes; ``.to_dict()``.
     """
-    from tlcli.evaluation import evaluate_checkpoint
+    from tlcli.evaluation.evaluate import evaluate_checkpoint
 
     columns = {"image_column": image_column, "label_column": label_column, "image_dir": image_dir}
     return evaluate_checkpoint(
@@ -129,7 +129,7 @@ def export(run: str | Path | None = None, *, format: str = "onnx", out: str | Pa
     ``.passed``, ``.max_abs_diff``, ``.quantized``). ``tta``: parity is also checked on the
     predictions averaged over predict's test-time views.
     """
-    from tlcli.exporting import export_checkpoint
+    from tlcli.deploy.exporting import export_checkpoint
 
     int8_defaults = (export.__kwdefaults__["calibration_images"], export.__kwdefaults__["max_accuracy_drop"])
     if quantize == "none" and (calibration_images, max_accuracy_drop) != int8_defaults:
@@ -171,13 +171,13 @@ def summary(run: str | Path | None = None, *, arch: str | None = None, depth: in
     ``input_size`` as in train). With a ``run`` (or neither, when a run exists) the model as saved.
     """
     from tlcli.api.options import train_config
-    from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
-    from tlcli.config import DEFAULT_ARCH
-    from tlcli.errors import CheckpointError
+    from tlcli.run.checkpoint import load_checkpoint, model_from_checkpoint
+    from tlcli.core.config import DEFAULT_ARCH, TRAIN_OPTIONS
+    from tlcli.core.errors import CheckpointError
     from tlcli.models.summary import summarize_architecture, summarize_built
-    from tlcli.runs import checkpoints_root, resolve_checkpoint
+    from tlcli.run.locate import checkpoints_root, resolve_checkpoint
 
-    allowed = {"num_classes", "weights", "dropout", "hidden", "freeze", "bn_train", "input_size"}
+    allowed = {name for name, (section, _, _) in TRAIN_OPTIONS.items() if section == "model" and name != "arch"}
     if set(model_options) - allowed:
         from tlcli.api.options import unknown_option
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tlcli.errors import TlcliError
+from tlcli.core.errors import TlcliError
 
 
 @dataclass(frozen=True)

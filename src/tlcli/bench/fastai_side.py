@@ -23,8 +23,8 @@ SEED = 42
 
 def load_run(run_dir: Path) -> tuple[dict, object]:
     """The run's checkpoint and its data, through tlcli's loaders, so the split is tlcli's own."""
-    from tlcli.checkpoint import load_checkpoint
-    from tlcli.config import TrainConfig
+    from tlcli.run.checkpoint import load_checkpoint
+    from tlcli.core.config import TrainConfig
     from tlcli.data.sources import load_data
 
     checkpoint = load_checkpoint(run_dir / "best.pt")

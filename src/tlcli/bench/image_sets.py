@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from itertools import zip_longest
 from pathlib import Path
 
-from tlcli.errors import TlcliError
+from tlcli.core.errors import TlcliError
 
 ICONS = Path("/usr/share/icons")
 NOTO = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tlcli.bench.common import BenchSettings, Row, json_of, tlcli_train
-from tlcli.errors import TlcliError
+from tlcli.core.errors import TlcliError
 
 RSS_IMAGES = (1_000, 20_000)
 INT8_DIGITS = 1_000  # digits of the int8 comparison's run (30 % test: 300 images)

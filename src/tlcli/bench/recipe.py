@@ -1,7 +1,7 @@
 """The quality target: the README's two commands with their defaults, on real ImageNet weights
 (EfficientNet-Lite0), on real data sets at different distances from ImageNet, each beside an
 independent reference on the same split: scikit-learn's logistic regression on the same features
-(``tlcli.bench.probe``) and fastai's documented ``fine_tune`` on the same weights
+(``tlcli.bench.logistic_probe``) and fastai's documented ``fine_tune`` on the same weights
 (``tlcli.bench.fastai_side``), with the wall time of each side.
 
 Every step runs as its own process, as a user's command does; the data sets are written from
@@ -40,7 +40,7 @@ def measure(name: str, data: Path, work: Path, env: dict, s: BenchSettings) -> d
     val_split, test_split = s.quality_split
     seconds1, _ = json_of(_tlcli("train", "--data", str(data), "--arch", ARCH, "--input-size", str(s.quality_input), "--val-split",
                                        str(val_split), "--test-split", str(test_split), "--out", str(phase1), "--overwrite"), env=env)
-    _, probe = json_of(["-m", "tlcli.bench.probe", str(phase1 / "best.pt")], env=env)
+    _, probe = json_of(["-m", "tlcli.bench.logistic_probe", str(phase1 / "best.pt")], env=env)
     seconds2, finetuned = json_of(_tlcli("finetune", "--from", str(phase1), "--out", str(phase2), "--overwrite"), env=env)
 
     def accuracy(run: Path, *extra: str) -> float:
@@ -59,7 +59,7 @@ def measure(name: str, data: Path, work: Path, env: dict, s: BenchSettings) -> d
 
 
 def _classes(run: Path) -> int:
-    from tlcli.checkpoint import load_checkpoint
+    from tlcli.run.checkpoint import load_checkpoint
 
     return len(load_checkpoint(run / "best.pt")["classes"])
 

@@ -19,7 +19,7 @@ from tlcli.bench.common import BenchSettings, Row, json_of, run_step, tlcli_trai
 from tlcli.bench.datasets import write_jpeg_folder
 from tlcli.bench.prediction import prediction_rows
 from tlcli.bench.recipe import recipe_rows
-from tlcli.errors import TlcliError
+from tlcli.core.errors import TlcliError
 
 TARGETS = ("1", "2", "3", "4", "5", "6", "quality")
 
@@ -164,7 +164,7 @@ def run_bench(settings: BenchSettings = BenchSettings(), *, targets: tuple[str, 
     unknown = set(targets) - set(TARGETS)
     if unknown:
         raise TlcliError(f"unknown target {sorted(unknown)[0]}; targets are {', '.join(TARGETS)}")
-    from tlcli.host import available_cores
+    from tlcli.core.host import available_cores
 
     started = time.perf_counter()
     rows: list[Row] = []

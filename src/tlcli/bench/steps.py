@@ -20,9 +20,9 @@ from tlcli.bench.reference import minimal_step, timed_steps
 
 
 def _prepared(args, *, freeze: str, augment=None, cache_images: str = "off"):
-    """What ``tlcli train`` builds for these settings (``tlcli.prepare``), on the CPU in fp32."""
-    from tlcli.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-    from tlcli.prepare import prepare
+    """What ``tlcli train`` builds for these settings (``tlcli.run.build``), on the CPU in fp32."""
+    from tlcli.core.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+    from tlcli.run.build import prepare
 
     config = TrainConfig(
         data=DataConfig(source=args.data or "digits", val_split=0.0, test_split=0.0, seed=args.seed),
@@ -36,18 +36,16 @@ def _prepared(args, *, freeze: str, augment=None, cache_images: str = "off"):
 
 
 def _epoch(prepared, batches):
-    import torch
+    from dataclasses import replace
 
     from tlcli.engine.loop import train_one_epoch
 
-    t = prepared.trainer
-    return train_one_epoch(t.model, batches, t.criterion, t.optimizer, t.scaler, device=torch.device("cpu"),
-                           precision=prepared.precision, channels_last=True)
+    return train_one_epoch(replace(prepared.trainer, train_loader=batches))
 
 
 def pipeline(args) -> dict:
     """Seconds per epoch through the real cached pipeline and through the same batches in memory."""
-    from tlcli.config import AugmentConfig
+    from tlcli.core.config import AugmentConfig
 
     prepared = _prepared(args, freeze="backbone", augment=AugmentConfig(hflip=True), cache_images="memory")
     loader = prepared.trainer.train_loader

@@ -8,7 +8,6 @@ signal N: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP, 138 stopped after an epo
 from __future__ import annotations
 
 import atexit
-import functools
 import os
 import signal
 import sys
@@ -17,11 +16,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from tlcli.version import __version__
+from tlcli.core.version import __version__
 from tlcli.cli import output
 from tlcli.cli.help import HELP_OPTION_NAMES, command_tree, epilog
-from tlcli.errors import ConfigError, Interrupted, TlcliError
-from tlcli.stopping import Terminated, exit_code, handling_signals, raised_signal, stopped_by
+from tlcli.core.errors import ConfigError, Interrupted, TlcliError
+from tlcli.core.stopping import Terminated, exit_code, handling_signals, raised_signal, stopped_by
 
 EXIT_CODES_HELP = ("Exit codes: 0 success, 1 runtime failure (one 'Error:' line on stderr), 2 usage error, "
                    "128+N ended by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).")
@@ -37,7 +36,6 @@ app = typer.Typer(
 )
 
 _debug = False
-_interrupt_reported = False
 _arguments: list[str] = []  # this invocation's, for commands that start themselves again (--nproc)
 
 
@@ -56,26 +54,7 @@ def _root(
     _debug = debug
 
 
-def _reporting_interrupts(command):
-    """Typer turns Ctrl-C inside a command into a silent exit 130: say so first, with a run's
-    own account when it gives one (the epoch its last.pt holds, and how to resume). ``main``'s
-    own handler covers interrupts outside commands (while parsing). SIGTERM and SIGHUP arrive
-    here as interrupts too (``stopping.handling_signals``)."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except KeyboardInterrupt as exc:
-            _report_interrupt(exc)
-            raise typer.Exit(exit_code(exc)) from None
-
-    return wrapper
-
-
 def _report_interrupt(interrupt: BaseException) -> None:
-    global _interrupt_reported
-    _interrupt_reported = True
     if getattr(interrupt, "signum", None) == signal.SIGPIPE:
         return  # `| head` closed the output: it has what it wanted, as with any Unix filter
     if isinstance(interrupt, Interrupted):
@@ -85,7 +64,7 @@ def _report_interrupt(interrupt: BaseException) -> None:
 
 
 def _register() -> None:
-    from tlcli.cli import bench, compare, data, diagnose, evaluate, export, models, predict, report, serve, summary, train
+    from tlcli.cli import bench, compare, data, evaluate, export, lr_find, models, predict, report, sanity, serve, summary, train
 
     app.command("train", epilog=epilog("train", train.EPILOG))(train.train)
     app.command("finetune", epilog=epilog("finetune", train.EPILOG))(train.finetune)
@@ -94,8 +73,8 @@ def _register() -> None:
     app.command("serve", epilog=epilog("serve", "Exit codes: 0 stopped, 1 the model could not be loaded or the port is taken, 2 usage error."))(serve.serve)
     app.command("compare", epilog=epilog("compare", compare.EPILOG))(compare.compare)
     app.command("report", epilog=epilog("report", EXIT_CODES_HELP))(report.report)
-    app.command("sanity", epilog=epilog("sanity", "Exit codes: 0 all checks pass, 1 a check failed or a runtime failure, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."))(diagnose.sanity)
-    app.command("lr-find", epilog=epilog("lr-find", EXIT_CODES_HELP))(diagnose.lr_find)
+    app.command("sanity", epilog=epilog("sanity", "Exit codes: 0 all checks pass, 1 a check failed or a runtime failure, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."))(sanity.sanity)
+    app.command("lr-find", epilog=epilog("lr-find", EXIT_CODES_HELP))(lr_find.lr_find)
     app.command("predict", epilog=epilog("predict", predict.EPILOG))(predict.predict)
     app.command("summary", epilog=epilog("summary", EXIT_CODES_HELP))(summary.summary)
     app.command("models", epilog=epilog("models", EXIT_CODES_HELP))(models.models)
@@ -104,8 +83,6 @@ def _register() -> None:
 
 
 _register()
-for _command in app.registered_commands:
-    _command.callback = _reporting_interrupts(_command.callback)
 
 
 def _debug_first(args: list[str]) -> list[str]:
@@ -123,23 +100,28 @@ def arguments() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting, so tests can call it in-process."""
-    global _debug, _arguments, _interrupt_reported
-    _debug, _interrupt_reported = False, False
+    global _debug, _arguments
+    _debug = False
     _arguments = list(sys.argv[1:] if argv is None else argv)
     args = _debug_first(list(_arguments))
     try:
         with handling_signals():
-            result = command_tree(app).main(args=args, prog_name="tlcli", standalone_mode=False)
-            signum = raised_signal()
-        if signum is not None and not _interrupt_reported:
-            # Typer turns an interrupt while parsing (in an option's callback) into a silent 130.
-            raise Terminated(signum)
+            try:
+                # Made and invoked here rather than through the command's main(), which turns
+                # Ctrl-C and termination signals into a silent 130 and drops a run's account of them.
+                command = command_tree(app)
+                with command.make_context("tlcli", args) as context:
+                    result = command.invoke(context)
+                if (signum := raised_signal()) is not None:  # a signal some library swallowed
+                    raise Terminated(signum)
+            except (typer.Abort, KeyboardInterrupt) as exc:  # said while a second signal still waits
+                interrupt = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else exc  # a prompt's Abort
+                _report_interrupt(interrupt)
+                return exit_code(interrupt)
     except typer.Exit as exc:
         return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt) as exc:
-        interrupt = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else exc  # click wraps it in Abort
-        _report_interrupt(interrupt)
-        return exit_code(interrupt)
+    except BrokenPipeError:  # `| head` closed the output: it has what it wanted, as with any Unix filter
+        return 128 + signal.SIGPIPE
     except TlcliError as exc:
         if _debug:
             traceback.print_exc()

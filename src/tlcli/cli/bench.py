@@ -51,7 +51,7 @@ def bench(
     import json
 
     from tlcli.bench.runner import TARGETS, BenchSettings, run_bench
-    from tlcli.errors import TlcliError
+    from tlcli.core.errors import TlcliError
 
     chosen = tuple(t.strip() for t in targets.split(",")) if targets else TARGETS
     if not chosen or not set(chosen) <= set(TARGETS):

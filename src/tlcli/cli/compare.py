@@ -13,9 +13,12 @@ from rich.table import Table
 
 from tlcli import api
 from tlcli.cli import options, output
-from tlcli.cli.train_options import check_toml_type, option_values, parse_train_options, read_options_file, with_train_options
-from tlcli.config import check_folds
-from tlcli.errors import ConfigError
+from tlcli.cli import groups
+from tlcli.cli.config_files import check_toml_type, read_options_file
+from tlcli.api.options import train_config as config_of
+from tlcli.cli.groups import option_values
+from tlcli.core.config import check_folds
+from tlcli.core.errors import ConfigError
 
 # Train options that only the study sets: where each run goes.
 _PER_STUDY = ("out", "overwrite")
@@ -92,7 +95,7 @@ def _per_run(arguments: list[str]) -> list[str]:
 
 def train_config(arguments: list[str], defaults: dict):
     """A TrainConfig from 'tlcli train' options given as a list of arguments, over ``defaults``."""
-    return parse_train_options(_per_run(arguments), defaults)
+    return config_of(**option_values(_per_run(arguments), defaults))
 
 
 def _shared(given: dict, file_values: dict, file_bases: list[str], base: str) -> dict:
@@ -110,9 +113,9 @@ def _title(given: dict, base: str) -> str:
     return f"{direct} {base}".strip()
 
 
-@with_train_options(leave_out=(*_PER_STUDY, "config_file"))
+@groups.with_options(groups.TRAIN, leave_out=_PER_STUDY)
 def compare(
-    given: dict,
+    ctx: typer.Context,
     run: Annotated[Optional[list[str]], typer.Option("--run", "-r", help="A configuration as 'NAME: TRAIN OPTIONS'; repeat for each [default: none].")] = None,
     sweep: Annotated[Optional[list[str]], typer.Option("--sweep", "-s", help="One option's values, one run each: OPTION=V1,V2,... (e.g. freeze=blocks:0,blocks:1); repeated, the runs are every combination of the sweeps' values (--sweep hidden=32,64 --sweep seed=1,2: 4 runs) [default: none].")] = None,
     study_file: Annotated[Optional[list[Path]], typer.Option("--config", help="A TOML study file: train options as in 'train --config', base = '...', folds = K, [runs] NAME = '...', [sweep] OPTION = [...] (several keys: every combination); repeat it to apply several files in order [default: none].")] = None,
@@ -120,6 +123,7 @@ def compare(
     folds: Annotated[int, typer.Option("--folds", callback=options.folds, help="Stratified K-fold cross-validation of every configuration (0: off).")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Study folder; reuse it to finish an interrupted study [default: checkpoints/study-TIME].")] = None,
     as_json: options.JsonOption = False,
+    **values,
 ) -> None:
     """Train several configurations on the same data split and seed, and compare them.
 
@@ -129,6 +133,7 @@ def compare(
     with its verdict, and draws accuracy.png, loss.png, overfitting_gap.png, convergence.png,
     params_vs_time.png and test_accuracy.png.
     """
+    given = groups.given(ctx, values)
     runs = [parse_run(text) for text in run or []]
     sweeps = [parse_sweep(text) for text in sweep or []]
     file_values, file_bases = {}, []

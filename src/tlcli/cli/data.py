@@ -8,27 +8,19 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from tlcli.cli import options, output
+from tlcli.cli import groups, options, output
 from tlcli.cli.help import epilog
-from tlcli.config import DataConfig
+from tlcli.core.config import DataConfig
 
 app = typer.Typer(help="Inspect data sets.", no_args_is_help=True)
-_DEFAULTS = DataConfig()
 
 
 @app.command("check", epilog=epilog("data check", "Exit codes: 0 trainable, 1 not trainable or unreadable, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."))
+@groups.with_options(groups.DATA, leave_out=("data",))
 def check(
     path: Annotated[str, typer.Argument(help="A folder, a name under data/, a built-in set, TFRecord files, hf:DATASET or a CSV label file.")],
-    val_split: options.ValSplit = _DEFAULTS.val_split,
-    test_split: options.TestSplit = _DEFAULTS.test_split,
-    seed: options.Seed = _DEFAULTS.seed,
-    max_bad: options.MaxBad = _DEFAULTS.max_bad,
-    download: options.Download = False,
-    class_names: options.ClassNames = None,
-    image_column: options.ImageColumn = None,
-    label_column: options.LabelColumn = None,
-    image_dir: options.ImageDir = None,
     as_json: options.JsonOption = False,
+    **values,
 ) -> int:
     """Count images per split and class, and list unreadable and suspicious files and links not followed.
 
@@ -37,8 +29,7 @@ def check(
     """
     from tlcli.data.check import check_data
 
-    report = check_data(options.data_config(path, val_split, test_split, seed, max_bad, download, class_names,
-                                            image_column=image_column, label_column=label_column, image_dir=image_dir))
+    report = check_data(DataConfig(source=path, **values))
     if as_json:
         output.print_json(report.to_dict())
     else:
@@ -79,28 +70,21 @@ def _render(report) -> None:
 
 
 @app.command("export", epilog=epilog("data export", "Exit codes: 0 success, 1 runtime failure, 2 usage error, 128+N ended by signal N (130 Ctrl-C, 143 SIGTERM)."))
+@groups.with_options(groups.DATA, leave_out=("data", "max_bad"))
 def export(
     source: Annotated[str, typer.Argument(help="A folder, a name under data/, a built-in set, TFRecord files, hf:DATASET or a CSV label file.")],
     dest: Annotated[Path, typer.Argument(help="New folder to write <split>/<class>/<n>.png into.")],
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many images per split and class [default: all].")] = None,
-    val_split: options.ValSplit = _DEFAULTS.val_split,
-    test_split: options.TestSplit = _DEFAULTS.test_split,
-    seed: options.Seed = _DEFAULTS.seed,
-    download: options.Download = False,
-    class_names: options.ClassNames = None,
-    image_column: options.ImageColumn = None,
-    label_column: options.LabelColumn = None,
-    image_dir: options.ImageDir = None,
     as_json: options.JsonOption = False,
+    **values,
 ) -> None:
     """Write a data set as PNG files in a pre-split folder (train/val/test/<class>/).
 
     Training on the folder reproduces the source's split.
     """
-    from tlcli.data.export import export_images
+    from tlcli.data.to_folder import export_images
 
-    config = options.data_config(source, val_split, test_split, seed, _DEFAULTS.max_bad, download, class_names,
-                                 image_column=image_column, label_column=label_column, image_dir=image_dir)
+    config = DataConfig(source=source, **values)
     written = export_images(config, dest, limit=limit)
     if as_json:
         output.print_json({"dest": str(dest), "images": written})

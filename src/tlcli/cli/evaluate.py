@@ -8,26 +8,23 @@ import typer
 from rich.table import Column, Table
 
 from tlcli import api
-from tlcli.cli import options, output
+from tlcli.cli import groups, options, output
 
 _E = options.defaults_of(api.evaluate)
 
 
+@groups.with_options(groups.pick(groups.DATA, "image_column", "label_column", "image_dir"),
+                     groups.pick(groups.TRAIN, "device", "amp", "workers"), defaults=_E)
 def evaluate(
     checkpoint: Annotated[Optional[str], typer.Argument(help="A checkpoint file, run folder or run name [default: the latest run's best.pt].")] = None,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluate on other data [default: the checkpoint's, split as in training].")] = None,
-    image_column: options.ImageColumn = None,
-    label_column: options.LabelColumn = None,
-    image_dir: options.ImageDir = None,
     split: Annotated[str, typer.Option("--split", help="test | val | train.")] = _E["split"],
     batch_size: options.BatchSize = _E["batch_size"],
-    device: options.Device = _E["device"],
-    amp: options.Amp = _E["amp"],
-    workers: options.Workers = _E["workers"],
     mistakes: Annotated[int, typer.Option("--mistakes", min=0, help="How many of the most confident mistakes to list.")] = _E["mistakes"],
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Folder for the figures and metrics [default: <run>/eval-<split>; with --data, <run>/eval-<data name>-<split>].")] = None,
     tta: options.Tta = _E["tta"],
     as_json: options.JsonOption = False,
+    **values,
 ) -> None:
     """Evaluate a checkpoint on the held-out split it was trained beside (rebuilt exactly).
 
@@ -37,8 +34,7 @@ def evaluate(
     """
     from tlcli.engine.distributed import is_main_process
 
-    result = api.evaluate(checkpoint, data=data, split=split, batch_size=batch_size, device=device, amp=amp, workers=workers,
-                          mistakes=mistakes, out=out, image_column=image_column, label_column=label_column, image_dir=image_dir, tta=tta)
+    result = api.evaluate(checkpoint, data=data, split=split, batch_size=batch_size, mistakes=mistakes, out=out, tta=tta, **values)
     if not is_main_process():  # under torchrun every process has the result; rank 0 shows it
         return
     for note in result.notes:

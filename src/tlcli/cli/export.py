@@ -41,7 +41,7 @@ def export(
     fp32's; 'tlcli predict --model' runs either file. An existing --out is replaced only if it
     is an earlier tlcli export.
     """
-    from tlcli.exporting import PARITY_TOLERANCE
+    from tlcli.deploy.exporting import PARITY_TOLERANCE
 
     for name, flag in (("calibration_images", "--calibration-images"), ("max_accuracy_drop", "--max-accuracy-drop")):
         if quantize == "none" and getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE":

@@ -11,7 +11,7 @@ from rich.table import Column, Table
 
 from tlcli import api
 from tlcli.api.use import OUTPUT_SUFFIX_FORMATS
-from tlcli.cli import options, output
+from tlcli.cli import groups, options, output
 
 _P = options.defaults_of(api.predict)
 
@@ -44,13 +44,13 @@ def _format(as_csv: bool, as_jsonl: bool, as_json: bool, out: Optional[Path], re
     return format
 
 
+@groups.with_options(groups.pick(groups.TRAIN, "device"), defaults=_P)
 def predict(
     images: Annotated[Optional[list[str]], typer.Argument(help="Image files, folders (every image below), globs, or - for one image on stdin [default: none: only --from-list].", show_default=False)] = None,
     checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="Checkpoint file, run folder or run name [default: the latest run's best.pt].")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="An ONNX model exported by 'tlcli export' (fp32 or int8), run with onnxruntime instead of a checkpoint [default: none].")] = None,
     from_list: Annotated[Optional[str], typer.Option("--from-list", help="Also classify the paths in this file, one a line; - reads them from stdin [default: none].")] = None,
     topk: Annotated[int, typer.Option("--topk", "-k", min=1, help="How many classes to give per image.")] = _P["topk"],
-    device: options.Device = _P["device"],
     batch_size: options.BatchSize = _P["batch_size"],
     workers: Annotated[Optional[int], typer.Option("--workers", min=0, max=64, help="Processes decoding images while the model runs; 0 decodes in the main process [default: cores-1, at least 1].")] = None,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows (path, rank, label, probability, error), written batch by batch.", rich_help_panel=_OUTPUT)] = False,
@@ -59,6 +59,7 @@ def predict(
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the results to this file instead of stdout; its suffix (.csv, .jsonl, .json) sets the format when no flag does [default: stdout].", rich_help_panel=_OUTPUT)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Skip the images --output already holds and append the rest (a killed job goes on; with no file yet, it starts).", rich_help_panel=_OUTPUT)] = False,
     tta: options.Tta = _P["tta"],
+    **values,
 ) -> int:
     """Classify images with a trained checkpoint or an exported ONNX model, using the preprocessing it was trained with.
 
@@ -76,7 +77,7 @@ def predict(
         raise typer.BadParameter("give images to classify, or --from-list FILE", param_hint="IMAGES")
     shown: list = []
     summary = api.predict(
-        images, checkpoint=checkpoint, model=model, topk=topk, device=device, batch_size=batch_size, workers=workers,
+        images, checkpoint=checkpoint, model=model, topk=topk, device=values["device"], batch_size=batch_size, workers=workers,
         from_list=from_list, format=format, output=sys.stdout if out is None or str(out) == "-" else out,
         resume=resume, on_batch=lambda batch: _report_batch(batch, shown, keep=format == "table"), tta=tta,
     ).summary

@@ -19,18 +19,9 @@ def report(
     metrics, per-class table, confusion matrix, most-confused pairs and mistakes. A study's:
     the comparison table and its six figures.
     """
-    from pathlib import Path
+    from tlcli.evaluation.report.document import write_report
 
-    from tlcli.report.document import write_report
-    from tlcli.runs import checkpoints_root, resolve_checkpoint
-
-    if target is None:
-        path = resolve_checkpoint(None)
-    else:
-        path = Path(target) if Path(target).exists() else checkpoints_root() / target
-        if not path.exists():
-            path = resolve_checkpoint(target)
-    files = write_report(path)
+    files = write_report(target)
     if as_json:
         output.print_json(files)
         return

@@ -11,7 +11,7 @@ from collections import Counter
 
 import typer
 
-from tlcli.errors import ConfigError
+from tlcli.core.errors import ConfigError
 
 
 def make_strict(command) -> None:

@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from tlcli import api
-from tlcli.api.options import FINETUNE_DEFAULTS, only_epochs
-from tlcli.cli import options, output
-from tlcli.cli.train_options import CommandConfigFile, with_phase1_overrides, with_train_options
+from tlcli.api.options import only_epochs
+from tlcli.cli import groups, options, output
+from tlcli.cli.config_files import CommandConfigFile, ConfigFile
 
 EPILOG = ("Exit codes: 0 success (also: --resume auto found the run already finished), 1 runtime failure (one 'Error:' line), "
           "2 usage error, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, 138 stopped after an epoch's checkpoint on SIGUSR1 (last.pt is intact in each).")
@@ -41,13 +41,15 @@ def _render(result) -> None:
     output.out.print("\n".join(lines), markup=False)
 
 
-@with_train_options
+@groups.with_options(groups.TRAIN)
 def train(
-    given: dict,
+    ctx: typer.Context,
+    config_file: ConfigFile = None,
     folds: Annotated[int, typer.Option("--folds", callback=options.folds, help="Stratified K-fold cross-validation on train+val: one model per fold, mean ± std (0: off).", rich_help_panel="Run")] = 0,
     resume: Annotated[Optional[str], typer.Option("--resume", help=RESUME_HELP + " [default: a new run].", rich_help_panel="Run")] = None,
     nproc: options.Nproc = 1,
     as_json: options.JsonOption = False,
+    **values,
 ) -> None:
     """Train a model: phase 1 of transfer learning (backbone frozen), or a whole from-scratch run.
 
@@ -57,6 +59,7 @@ def train(
     """
     if nproc > 1:
         _relaunch(nproc)
+    given = groups.given(ctx, values)
     if resume not in (None, "auto"):
         only_epochs({**given, **({"folds": folds} if folds else {})}, spell=_flag)  # named as typed, before the API names them
     result = api.train(**given, folds=folds, resume=resume)
@@ -69,7 +72,7 @@ def train(
 def _relaunch(nproc: int) -> None:
     """This command again, in ``nproc`` processes under torchrun; exits with the launcher's code."""
     from tlcli.cli import arguments
-    from tlcli.host import launch
+    from tlcli.core.host import launch
 
     given, passed = arguments(), []
     for index, argument in enumerate(given):
@@ -102,29 +105,14 @@ def _show_folds(result, folds: int, as_json: bool) -> None:
     output.out.print("\n".join(f"{n}: {p}" for n, p in {**result.files, **result.figures}.items()), markup=False)
 
 
-_F = FINETUNE_DEFAULTS
-
-
-@with_phase1_overrides
+@groups.with_options(groups.FINETUNE)
 def finetune(
     ctx: typer.Context,
-    source: Annotated[str, typer.Option("--from", help="The phase-1 run: a run folder, a run name under checkpoints/, or a checkpoint file.")],
     config_file: CommandConfigFile = None,
-    unfreeze: Annotated[str, typer.Option("--unfreeze", callback=options.check_unfreeze, help="all, or a --freeze policy for what stays frozen: last:N trains the last N layers, blocks:N keeps the first N stages frozen.")] = _F["unfreeze"],
-    epochs: options.Epochs = _F["epochs"],
-    lr: Annotated[float, typer.Option("--lr", callback=options.positive, help="Learning rate of the head, x>0 (the usual phase-2 rate, a tenth of phase 1's 1e-3).", rich_help_panel="Optimisation")] = _F["lr"],
-    backbone_lr_mult: Annotated[Optional[float], typer.Option("--backbone-lr-mult", min=0.0, show_default=False, help="Backbone learning rate as a multiple of the head's [default: chosen from 0.1 and 1 by a short trial on the validation split].", rich_help_panel="Optimisation")] = _F["backbone_lr_mult"],
-    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Keep a moving average of the weights, validated beside them each epoch; best.pt takes whichever is better.", rich_help_panel="Optimisation")] = _F["ema"],
-    wise_ft: Annotated[bool, typer.Option("--wise-ft/--no-wise-ft", help="At the end, mix phase 1's and phase 2's best weights in the proportion the validation split prefers (phase 1's own included).", rich_help_panel="Optimisation")] = _F["wise_ft"],
-    bn_train: options.BnTrain = _F["bn_train"],
-    monitor: Annotated[str, typer.Option("--monitor", callback=options.check_monitor, rich_help_panel="Run",
-                                         help="val_acc | val_loss: picks best.pt (after the linear probe the val loss stays flat while accuracy climbs).")] = _F["monitor"],
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run folder [default: DATA-ARCH-TIME-ft beside phase 1's].", rich_help_panel="Run")] = None,
-    overwrite: options.Overwrite = False,
     resume: Annotated[Optional[str], typer.Option("--resume", help=RESUME_HELP + " (a phase-2 run) [default: a new run].", rich_help_panel="Run")] = None,
     nproc: options.Nproc = 1,
     as_json: options.JsonOption = False,
-    overrides: dict | None = None,
+    **values,
 ) -> None:
     """Phase 2: unfreeze (all by default) and fine-tune a trained run at a lower learning rate.
 
@@ -136,9 +124,8 @@ def finetune(
     """
     if nproc > 1:
         _relaunch(nproc)
-    own = {"unfreeze": unfreeze, "epochs": epochs, "lr": lr, "backbone_lr_mult": backbone_lr_mult, "ema": ema, "wise_ft": wise_ft,
-           "bn_train": bn_train, "monitor": monitor, "out": out, "overwrite": overwrite}
-    given = {name: value for name, value in own.items() if ctx.get_parameter_source(name).name != "DEFAULT"}
+    source = values.pop("source")
+    given = groups.given(ctx, values)
     if resume not in (None, "auto"):
-        only_epochs({**given, **(overrides or {})}, spell=_flag)
-    _show(api.finetune(source, resume=resume, **given, **(overrides or {})), as_json)
+        only_epochs(given, spell=_flag)
+    _show(api.finetune(source, resume=resume, **given), as_json)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcli.config import DataConfig, check_fractions
+from tlcli.core.config import DataConfig, check_fractions
 from tlcli.data.dataset import ImageData, record_fingerprints, split_records
 from tlcli.data.imagesets import ArrayImages
-from tlcli.errors import DataError
+from tlcli.core.errors import DataError
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
@@ -138,7 +138,7 @@ def _find_files(spec: TorchvisionSet, base: Path) -> Path | None:
 
 
 def _download(spec: TorchvisionSet, base: Path) -> None:
-    from tlcli.vision import torchvision
+    from tlcli.core.vision import torchvision
 
     dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
     previous_timeout = socket.getdefaulttimeout()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlcli.config import DataConfig
+from tlcli.core.config import DataConfig
 from tlcli.data.dataset import ImageData, SkippedFile, problems
 from tlcli.data.images import BadImageError, load_image, probe_image
 from tlcli.data.imagesets import FileImages

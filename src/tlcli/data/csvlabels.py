@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlcli.config import DataConfig
+from tlcli.core.config import DataConfig
 from tlcli.data.dataset import (
     IMAGE_COLUMNS,
     LABEL_COLUMNS,
@@ -31,8 +31,8 @@ from tlcli.data.dataset import (
 from tlcli.data.folder import SPLIT_FOLDER_NAMES, natural_key
 from tlcli.data.images import IMAGE_EXTENSIONS, BadImageError, probe_image
 from tlcli.data.imagesets import FileImages, ImageSet
-from tlcli.errors import DataError
-from tlcli.files import read_regular_file
+from tlcli.core.errors import DataError
+from tlcli.core.files import read_regular_file
 
 # Label files are text: a few bytes a row, so 256 MiB is millions of rows; anything beyond these
 # is not a label file, and is refused before it is parsed (or sniffed, which is quadratic).
@@ -120,7 +120,7 @@ def _read(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     try:
         rows = [(reader.line_num, row) for row in reader]
     except csv.Error as exc:
-        raise DataError(f"{path}, line {reader.line_num}: {exc}") from None
+        raise DataError(f"{path}, line {reader.reader.line_num}: {exc}") from None  # the DictReader still holds the line before
     finally:
         csv.field_size_limit(previous_limit)
     if not rows:

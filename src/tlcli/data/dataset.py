@@ -6,10 +6,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from tlcli.config import check_fractions
+from tlcli.core.config import check_fractions
 from tlcli.data.imagesets import ImageSet
 from tlcli.data.splits import SplitIndices, fingerprint, stratified_folds, stratified_split
-from tlcli.errors import DataError
+from tlcli.core.errors import DataError
 
 SPLITS = ("train", "val", "test")
 # Column names that CSV label files and Hugging Face datasets commonly give the image and the label.

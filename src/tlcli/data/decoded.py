@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tlcli.config import IMAGE_CACHE_CHOICES
-from tlcli.cache import cache_key
-from tlcli.files import write_file_atomically
+from tlcli.core.config import IMAGE_CACHE_CHOICES
+from tlcli.core.cache import cache_key
+from tlcli.core.files import write_file_atomically
 from tlcli.data.imagesets import ImageSet
 from tlcli.data.loading import TransformedImages, decoded_batches
 from tlcli.data.transforms import Preprocess, build_transform
-from tlcli.host import available_cores
-from tlcli.errors import TlcliError
+from tlcli.core.host import available_cores
+from tlcli.core.errors import TlcliError
 
 # auto keeps the pixels in memory while they take at most this share of the memory available.
 MEMORY_SHARE = 0.25

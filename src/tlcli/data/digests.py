@@ -14,9 +14,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from tlcli.cache import cache_key, default_cache_dir
-from tlcli.errors import TlcliError
-from tlcli.files import read_regular_file, write_file_atomically
+from tlcli.core.cache import cache_key, default_cache_dir
+from tlcli.core.errors import TlcliError
+from tlcli.core.files import read_regular_file, write_file_atomically
 
 _STORE_LIMIT = 256 << 20
 _CHUNK = 1 << 20

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tlcli.config import DataConfig, check_fractions
+from tlcli.core.config import DataConfig, check_fractions
 from tlcli.data.dataset import ImageData, SkippedFile, drop_duplicates, record_fingerprints, split_records
 from tlcli.data.images import BadImageError, has_image_extension, probe_image
 from tlcli.data.imagesets import FileImages
 from tlcli.data.walk import FolderWalk
-from tlcli.errors import DataError
+from tlcli.core.errors import DataError
 
 SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 

@@ -18,14 +18,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from tlcli.config import DataConfig
+from tlcli.core.config import DataConfig
 from tlcli.data.dataset import IMAGE_COLUMNS, LABEL_COLUMNS, ImageData, SkippedFile, find_column, given_splits, record_fingerprints
 from tlcli.data.digests import bytes_digest, file_digests
 from tlcli.data.folder import SPLIT_FOLDER_NAMES, natural_key
 from tlcli.data.images import BadImageError, load_image, open_image_bytes, probe_image
 from tlcli.data.imagesets import ImageSet, digest_lines
-from tlcli.errors import DataError, TlcliError
-from tlcli.files import read_regular_file
+from tlcli.core.errors import DataError, TlcliError
+from tlcli.core.files import read_regular_file
 
 PREFIX = "hf:"
 _SCAN_BATCH = 256

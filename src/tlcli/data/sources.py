@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tlcli.config import DataConfig
+from tlcli.core.config import DataConfig
 from tlcli.data.builtin import BUILTIN_NAMES, TORCHVISION_SETS, load_digits_data, load_torchvision_data
 from tlcli.data.csvlabels import load_csv_data
 from tlcli.data.dataset import ImageData, apply_fold, require_trainable
 from tlcli.data.folder import load_folder
 from tlcli.data.hfdata import PREFIX as HF_PREFIX, load_hf_data
 from tlcli.data.tfrecord import is_tfrecord_source, load_tfrecord_data
-from tlcli.errors import DataError
+from tlcli.core.errors import DataError
 
 
 def data_root() -> Path:

@@ -16,14 +16,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from tlcli.config import DataConfig, check_fractions
+from tlcli.core.config import DataConfig, check_fractions
 from tlcli.data.dataset import ImageData, SkippedFile, drop_duplicates, record_fingerprints, split_records
 from tlcli.data.digests import bytes_digest
 from tlcli.data.folder import SPLIT_FOLDER_NAMES
 from tlcli.data.images import BadImageError, open_image_bytes, probe_image
 from tlcli.data.imagesets import ImageSet, digest_lines
-from tlcli.errors import DataError
-from tlcli.files import read_regular_file
+from tlcli.core.errors import DataError
+from tlcli.core.files import read_regular_file
 
 TFRECORD_SUFFIXES = (".tfrec", ".tfrecord", ".tfrecords")
 _MASK_DELTA = 0xA282EAD8

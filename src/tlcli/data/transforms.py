@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tlcli.config import AUTO_AUGMENTS, AugmentConfig
-from tlcli.errors import TlcliError
+from tlcli.core.config import AUTO_AUGMENTS, AugmentConfig
+from tlcli.core.errors import TlcliError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -134,7 +134,7 @@ def _augmentations(augment: AugmentConfig, channels: int) -> list:
     steps: list = []
     if augment == AugmentConfig():
         return steps
-    # Only here: importing torchvision's v2 transforms loads torch._dynamo (2 s; see tlcli/vision.py).
+    # Only here: importing torchvision's v2 transforms loads torch._dynamo (2 s; see tlcli/core/vision.py).
     from torchvision.transforms import v2
 
     if augment.hflip:

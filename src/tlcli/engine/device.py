@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tlcli.config import AMP_CHOICES
-from tlcli.host import available_cores
-from tlcli.errors import TlcliError
+from tlcli.core.config import AMP_CHOICES
+from tlcli.core.host import available_cores
+from tlcli.core.errors import TlcliError
 
 
 

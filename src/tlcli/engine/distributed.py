@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from tlcli.errors import TlcliError
-from tlcli.host import launched
+from tlcli.core.errors import TlcliError
+from tlcli.core.host import launched
 
 T = TypeVar("T")
 # How long a process waits at a collective for the others. Long enough for rank 0 to write a

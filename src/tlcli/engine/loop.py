@@ -1,4 +1,5 @@
-"""The training loop: ``train_one_epoch``, ``evaluate`` and ``fit``, plain and readable.
+"""The training loop's pieces: ``train_one_epoch``, ``evaluate``, and what comes before and after an
+epoch (``start_epoch``, ``end_epoch``); ``tlcli.run.story.Run.fit`` strings them together.
 
 Mixed precision has no branches: ``autocast`` and ``GradScaler`` are simply disabled when
 running in fp32. Metric sums stay on the device and go through ``reduce_sums``, so that they are
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from tlcli.engine.device import Precision
 from tlcli.engine.distributed import active, gather_objects, reduce_sums
 from tlcli.engine.observer import Observer
 from tlcli.engine.state import Pass, Progress, Trainer
-from tlcli.errors import DataError, TlcliError
+from tlcli.core.errors import DataError, TlcliError
 from tlcli.models.freeze import set_train_mode
 
 # How often the epoch's sums are read back from the device for the progress display: each read
@@ -40,7 +40,7 @@ def train_step(
     precision: Precision, accumulate: int = 1, check_finite: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, loss and (scaled) backward of one batch; returns the loss and the logits. The
-    optimiser steps in ``optimizer_step``, every ``accumulate`` batches. ``check_finite`` reads
+    optimiser steps in ``train_one_epoch``, every ``accumulate`` batches. ``check_finite`` reads
     the loss back (a wait for the device); ``train_one_epoch`` checks it later, on the device."""
     with precision.autocast():
         logits = model(images)
@@ -56,60 +56,41 @@ def _raise_if_not_finite(loss: torch.Tensor) -> None:
         raise TlcliError(f"the loss became {loss.item()}; lower the learning rate or clip gradients")
 
 
-def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, *, grad_clip: float = 0.0) -> None:
-    if grad_clip:
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    *,
-    device: torch.device,
-    precision: Precision,
-    bn_train: bool = False,
-    keep_norm_statistics: bool = False,
-    accumulate: int = 1,
-    grad_clip: float = 0.0,
-    channels_last: bool = False,
-    batch_scheduler=None,
-    observer: Observer | None = None,
-) -> Pass:
-    """One epoch. The step never waits for the device: the loss and accuracy sums and the
-    first non-finite loss stay there, read every PROGRESS_EVERY_S and at the end (a non-finite
-    loss stops the epoch at the next read, with the error ``train_step`` would raise)."""
-    set_train_mode(model, bn_train=bn_train, keep_norm_statistics=keep_norm_statistics)
+def train_one_epoch(t: Trainer, *, observer: Observer | None = None) -> Pass:
+    """One epoch of ``t.train_loader``, stepping ``t.optimizer`` every ``t.accumulate`` batches.
+    The step never waits for the device: the loss and accuracy sums and the first non-finite
+    loss stay there, read every PROGRESS_EVERY_S and at the end (a non-finite loss stops the
+    epoch at the next read, with the error ``train_step`` would raise)."""
+    set_train_mode(t.model, bn_train=t.bn_train, keep_norm_statistics=t.keep_norm_statistics)
     observer = observer or Observer()
-    sums = torch.zeros(2, dtype=torch.float64, device=_sum_device(device))  # loss * n, correct
-    non_finite = torch.zeros((), device=device)  # the first non-finite loss; 0 while there is none
+    sums = torch.zeros(2, dtype=torch.float64, device=_sum_device(t.device))  # loss * n, correct
+    non_finite = torch.zeros((), device=t.device)  # the first non-finite loss; 0 while there is none
     images, skipped = 0, []
     started = shown = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    batches = len(loader)
-    for step, batch in enumerate(loader, start=1):
+    t.optimizer.zero_grad(set_to_none=True)
+    batches = len(t.train_loader)
+    for step, batch in enumerate(t.train_loader, start=1):
         skipped += batch.skipped
-        stepping = step % accumulate == 0 or step == batches
+        stepping = step % t.accumulate == 0 or step == batches
         if len(batch.labels):
-            inputs, labels = batch_to_device(batch, device, channels_last)
+            inputs, labels = batch_to_device(batch, t.device, t.channels_last)
             # Accumulating under DDP: gradients are averaged once, at the step, not every batch.
-            with contextlib.nullcontext() if stepping or not hasattr(model, "no_sync") else model.no_sync():
-                loss, logits = train_step(model, inputs, labels, criterion, scaler, precision=precision, accumulate=accumulate,
-                                          check_finite=False)
+            with contextlib.nullcontext() if stepping or not hasattr(t.model, "no_sync") else t.model.no_sync():
+                loss, logits = train_step(t.model, inputs, labels, t.criterion, t.scaler, precision=t.precision,
+                                          accumulate=t.accumulate, check_finite=False)
             loss = loss.float()
             non_finite = torch.where(torch.isfinite(non_finite) & ~torch.isfinite(loss), loss, non_finite)
             sums += torch.stack([loss.to(sums) * len(labels), (logits.argmax(1) == labels).sum().to(sums)])
             images += len(labels)
         if stepping:
-            optimizer_step(model, optimizer, scaler, grad_clip=grad_clip)
-            if batch_scheduler is not None:
-                batch_scheduler.step()
+            if t.grad_clip:
+                t.scaler.unscale_(t.optimizer)
+                nn.utils.clip_grad_norm_(t.model.parameters(), t.grad_clip)
+            t.scaler.step(t.optimizer)
+            t.scaler.update()
+            t.optimizer.zero_grad(set_to_none=True)
+            if t.scheduler_per_batch:
+                t.scheduler.step()
         if step == batches or time.perf_counter() - shown >= PROGRESS_EVERY_S:
             _raise_if_not_finite(non_finite)
             loss_sum, correct = sums.tolist()
@@ -170,66 +151,44 @@ def evaluate(
     return result
 
 
-def fit(
-    trainer: Trainer,
-    *,
-    epochs: int,
-    progress: Progress,
-    history: list[dict],
-    save: Callable[[Progress, list[dict], bool], None],
-    observer: Observer | None = None,
-    epoch_offset: int = 0,
-) -> Progress:
-    """Train until ``epochs`` (counted in this phase) or early stopping; ``save`` after each epoch.
-    What the history and the observer see is numbered after the ``epoch_offset`` epochs of earlier phases.
+def start_epoch(t: Trainer, epoch: int) -> None:
+    """Each epoch reseeds from (seed, epoch), so a resumed run continues exactly as an
+    uninterrupted one would have."""
+    torch.manual_seed(t.seed * 1000 + epoch)
+    reseed_loader(t.train_loader, t.seed * 1000 + epoch)
 
-    Each epoch reseeds from (seed, epoch), so a resumed run continues exactly as an
-    uninterrupted one would have.
-    """
-    observer = observer or Observer()
-    t = trainer
-    while progress.epoch < epochs and not progress.stopped_early:
-        epoch = progress.epoch + 1
-        torch.manual_seed(t.seed * 1000 + epoch)
-        reseed_loader(t.train_loader, t.seed * 1000 + epoch)
-        observer.epoch_start(t.phase, epoch_offset + epoch, epoch_offset + epochs, len(t.train_loader))
-        lr = t.optimizer.param_groups[0]["lr"]
-        trained = t.full_batch_epoch() if t.full_batch_epoch is not None else train_one_epoch(
-            t.model, t.train_loader, t.criterion, t.optimizer, t.scaler,
-            device=t.device, precision=t.precision, bn_train=t.bn_train, keep_norm_statistics=t.keep_norm_statistics,
-            accumulate=t.accumulate, grad_clip=t.grad_clip, channels_last=t.channels_last,
-            batch_scheduler=t.scheduler if t.scheduler_per_batch else None, observer=observer,
-        )
-        validated = validate(t) if t.val_loader is not None else None
-        for skipped in trained.skipped + (validated.skipped if validated else []):
-            observer.warning(f"skipped unreadable image {skipped}")
-        progress.epoch = epoch
-        progress.step += math.ceil(len(t.train_loader) / t.accumulate)
-        row = _history_row(t, epoch_offset + epoch, trained, validated, lr)
-        if validated and t.average is not None:
-            with t.average.swapped_in():
-                averaged = validate(t)
-            row.update(ema_val_loss=averaged.loss, ema_val_acc=averaged.accuracy)
-        history.append(row)
-        monitored, from_average = _monitored(row, t.monitor) if validated else (row["train_loss"], False)
-        kind = t.monitor if validated else "train_loss"
-        is_best = progress.improved(monitored, kind)
-        if is_best:
-            progress.best_metric, progress.best_epoch, progress.best_is_average = monitored, epoch, from_average
-        if progress.phase_best is None or progress.improved(monitored, kind, than=progress.phase_best):
-            progress.phase_best, progress.epochs_without_improvement = monitored, 0
+
+def end_epoch(t: Trainer, progress: Progress, trained: Pass, *, epoch: int, lr: float, observer: Observer) -> tuple[dict, bool]:
+    """After an epoch's training: validation (of the moving average too), the history row
+    (``epoch`` numbered across phases), where the run stands, the epoch's schedule step and early
+    stopping. Returns the row and whether the epoch is the best so far."""
+    validated = validate(t) if t.val_loader is not None else None
+    for skipped in trained.skipped + (validated.skipped if validated else []):
+        observer.warning(f"skipped unreadable image {skipped}")
+    progress.epoch += 1
+    progress.step += math.ceil(len(t.train_loader) / t.accumulate)
+    row = _history_row(t, epoch, trained, validated, lr)
+    if validated and t.average is not None:
+        with t.average.swapped_in():
+            averaged = validate(t)
+        row.update(ema_val_loss=averaged.loss, ema_val_acc=averaged.accuracy)
+    monitored, from_average = _monitored(row, t.monitor) if validated else (row["train_loss"], False)
+    kind = t.monitor if validated else "train_loss"
+    is_best = progress.improved(monitored, kind)
+    if is_best:
+        progress.best_metric, progress.best_epoch, progress.best_is_average = monitored, progress.epoch, from_average
+    if progress.phase_best is None or progress.improved(monitored, kind, than=progress.phase_best):
+        progress.phase_best, progress.epochs_without_improvement = monitored, 0
+    else:
+        progress.epochs_without_improvement += 1
+    if t.scheduler is not None and not t.scheduler_per_batch:
+        if isinstance(t.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            t.scheduler.step(row[t.monitor] if validated else monitored)  # the trained weights', not their average's
         else:
-            progress.epochs_without_improvement += 1
-        if t.scheduler is not None and not t.scheduler_per_batch:
-            if isinstance(t.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                t.scheduler.step(row[t.monitor] if validated else monitored)  # the trained weights', not their average's
-            else:
-                t.scheduler.step()
-        if t.patience and progress.epochs_without_improvement >= t.patience:
-            progress.stopped_early = True
-        save(progress, history, is_best)
-        observer.epoch_end(row)
-    return progress
+            t.scheduler.step()
+    if t.patience and progress.epochs_without_improvement >= t.patience:
+        progress.stopped_early = True
+    return row, is_best
 
 
 def validate(t: Trainer) -> Pass:

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tlcli.config import DEFAULT_LR, HEAD_ONLY_LR, OPTIMIZERS, SCHEDULES, OptimConfig
-from tlcli.errors import TlcliError
+from tlcli.core.config import DEFAULT_LR, HEAD_ONLY_LR, OPTIMIZERS, SCHEDULES, OptimConfig
+from tlcli.core.errors import TlcliError
 from tlcli.models.heads import within_head
 
 

@@ -1,11 +1,11 @@
 """What the loop passes around: an epoch's pass over a split (``Pass``), where a run stands
-(``Progress``, saved in every checkpoint) and everything ``fit`` needs (``Trainer``)."""
+(``Progress``, saved in every checkpoint) and everything an epoch needs (``Trainer``)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -53,7 +53,7 @@ class Progress:
 
 @dataclass
 class Trainer:
-    """Everything ``fit`` needs, built once by the caller."""
+    """Everything an epoch needs (``train_one_epoch``, ``end_epoch``), built once by ``run.build``."""
 
     model: nn.Module
     train_loader: DataLoader
@@ -80,6 +80,11 @@ class Trainer:
     # What ``evaluate`` runs when it is not ``model``: the network inside DistributedDataParallel.
     evaluated: nn.Module | None = None
     average: WeightAverage | None = None  # phase 2's moving average, validated beside the weights
+
+    def with_batches(self, batches) -> Trainer:
+        """This trainer over ``batches`` (a list of them, or another loader), one step per batch
+        and no schedule: sanity's and lr-find's steps, exactly a run's."""
+        return replace(self, train_loader=batches, scheduler=None, scheduler_per_batch=False, accumulate=1)
 
     @property
     def eval_model(self) -> nn.Module:

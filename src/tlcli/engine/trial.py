@@ -13,7 +13,7 @@ x1 0.89 against 0.85 and x1 ends 3 points higher.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -62,11 +62,10 @@ def choose_backbone_rate(trainer: Trainer, network: torch.nn.Module, candidates:
     scores: dict[float, dict[str, float]] = {}
     for mult in candidates:
         with weights_in(network, start_weights):
-            torch.manual_seed(t.seed * 1000 + 1)  # the draws of fit's first epoch, for every candidate
+            torch.manual_seed(t.seed * 1000 + 1)  # the draws of the run's first epoch, for every candidate
             reseed_loader(t.train_loader, t.seed * 1000 + 1)
-            train_one_epoch(t.model, t.train_loader, t.criterion, make_optimizer(mult), t.precision.scaler(),  # the run's own stays untouched
-                            device=t.device, precision=t.precision, bn_train=t.bn_train, keep_norm_statistics=t.keep_norm_statistics,
-                            accumulate=t.accumulate, grad_clip=t.grad_clip, channels_last=t.channels_last)
+            # A fresh optimiser and scaler, no schedule: the run's own stay untouched.
+            train_one_epoch(replace(t, optimizer=make_optimizer(mult), scaler=t.precision.scaler(), scheduler=None, scheduler_per_batch=False))
             scores[mult] = scored()
     chosen = candidates[0]
     for mult in candidates[1:]:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tlcli.errors import WeightsError
+from tlcli.core.errors import WeightsError
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 # Name lookup, connection and a proxy's answer together: a working network needs a fraction of

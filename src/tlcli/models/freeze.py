@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from tlcli.config import check_freeze_policy
-from tlcli.errors import ModelError
+from tlcli.core.config import check_freeze_policy
+from tlcli.core.errors import ModelError
 from tlcli.models.heads import head_names, within_head
 
 # Where architectures keep their sequence of stages; the first one present with two or more

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from tlcli.errors import ModelError
+from tlcli.core.errors import ModelError
 
 
 def head_names(head_name: str) -> list[str]:
@@ -41,6 +41,8 @@ def find_head(model: nn.Module) -> str:
     timm_heads = _timm_classifiers(model)
     if timm_heads:
         return timm_heads
+    if hasattr(model, "get_classifier") and hasattr(model, "reset_classifier"):  # timm built without classes: no head to find
+        raise ModelError(f"{type(model).__name__} has no classification head (a timm model without classes); give --num-classes")
     linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if linear:
         return linear[-1]

@@ -15,9 +15,9 @@ from typing import Any
 
 from torch import nn
 
-from tlcli.config import ModelConfig
+from tlcli.core.config import ModelConfig
 from tlcli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
-from tlcli.errors import ModelError
+from tlcli.core.errors import ModelError
 from tlcli.models.baselines import MLP, SimpleCNN
 from tlcli.models.downloads import require, timm_weights_file, torch_hub_file
 from tlcli.models.freeze import apply_freeze, count_parameters
@@ -45,7 +45,7 @@ class ArchInfo:
 
 @lru_cache(maxsize=1)
 def torchvision_architectures() -> tuple[str, ...]:
-    from tlcli.vision import torchvision
+    from tlcli.core.vision import torchvision
 
     models = torchvision.models
 
@@ -61,7 +61,7 @@ def _timm():
 
 
 def _torchvision_info(name: str) -> ArchInfo:
-    from tlcli.vision import torchvision
+    from tlcli.core.vision import torchvision
 
     models = torchvision.models
 
@@ -122,7 +122,7 @@ def check_weights_obtainable(config: ModelConfig) -> None:
         return
     source = check_arch(config.arch)
     if source == "torchvision":
-        from tlcli.vision import torchvision
+        from tlcli.core.vision import torchvision
 
         require(torch_hub_file(torchvision.models.get_model_weights(config.arch).DEFAULT.url), config.arch)
     elif source == "timm":
@@ -163,7 +163,7 @@ def resolve_weights(config: ModelConfig) -> str:
 
 
 def _torchvision_preset(arch: str) -> Preprocess:
-    from tlcli.vision import torchvision
+    from tlcli.core.vision import torchvision
 
     models = torchvision.models
 
@@ -216,7 +216,7 @@ def _base_network(config: ModelConfig, source: str, weights: str, load_weights: 
             network = MLP(classes, in_channels=preset.channels, input_size=preset.input_size, hidden=config.hidden)
         return network, preset, "none"
     if source == "torchvision":
-        from tlcli.vision import torchvision
+        from tlcli.core.vision import torchvision
 
         models = torchvision.models
 

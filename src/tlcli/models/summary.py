@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from tlcli.config import ModelConfig
+from tlcli.core.config import ModelConfig
 from tlcli.models.registry import BuiltModel, build_model
 
 COLUMNS = ("input_size", "output_size", "num_params", "trainable")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlcli.errors import TlcliError, WeightsError
+from tlcli.core.errors import TlcliError, WeightsError
 from tlcli.models.downloads import WeightsFile, missing_error, require, timm_weights_file, torch_hub_file
 from tlcli.models.heads import head_names, within_head
 
@@ -43,7 +43,7 @@ def _downloading():
 
 def torchvision_pretrained(arch: str, weights_name: str | None = None) -> tuple[nn.Module, str]:
     """Build a torchvision classifier with its ImageNet weights; returns (model, weights id)."""
-    from tlcli.vision import torchvision
+    from tlcli.core.vision import torchvision
 
     models = torchvision.models
 

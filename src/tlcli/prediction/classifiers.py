@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from tlcli.checkpoint import load_checkpoint, model_from_checkpoint
+from tlcli.run.checkpoint import load_checkpoint, model_from_checkpoint
 from tlcli.data.transforms import build_transform
 from tlcli.engine.device import resolve_device
 from tlcli.engine.tta import averaged_probabilities
-from tlcli.errors import TlcliError
-from tlcli.runs import resolve_checkpoint
+from tlcli.core.errors import TlcliError
+from tlcli.run.locate import resolve_checkpoint
 
 
 class _Classifier:

@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tlcli.data.images import BadImageError, load_image, open_image_bytes
-from tlcli.errors import TlcliError
-from tlcli.host import available_cores
+from tlcli.core.errors import TlcliError
+from tlcli.core.host import available_cores
 from tlcli.prediction.inputs import Item
 
 PREFETCH = 2  # batches decoded ahead, per worker

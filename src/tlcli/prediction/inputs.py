@@ -9,6 +9,7 @@ of millions of paths on stdin costs memory for one batch at a time.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import select
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 from tlcli.data.images import has_image_extension, is_hidden
-from tlcli.errors import TlcliError
+from tlcli.core.errors import TlcliError
 
 STDIN = "-"
 # The largest image read from standard input or a pipe: a stream has no size to check beforehand.
@@ -84,6 +85,12 @@ def _expand(argument: str, stdin: BinaryIO) -> Iterator[Item]:
         yield _streamed(STDIN, stdin)
         return
     path = Path(argument)
+    try:
+        path.stat()
+    except OSError as exc:  # a name over the system's limits, a loop of links: that input's error, not the job's
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            yield Item(argument, error=exc.strerror or str(exc))
+            return
     if path.is_dir():
         images = _folder_images(path)
         yield from (Item(str(image), image) for image in images)

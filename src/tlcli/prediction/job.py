@@ -14,13 +14,13 @@ from typing import BinaryIO, TextIO
 
 import torch
 
-from tlcli.errors import ConfigError, Interrupted, TlcliError
+from tlcli.core.errors import ConfigError, Interrupted, TlcliError
 from tlcli.prediction.classifiers import load_classifier
 from tlcli.prediction.decoding import DecodedBatch, decoded_batches, decoding_workers
 from tlcli.prediction.inputs import Item, iter_items
 from tlcli.prediction.output_file import ResultsFile, check_output, open_results
 from tlcli.prediction.results import FORMATS, Prediction, batch_text, footer, header, top_classes
-from tlcli.stopping import deferred, stop_asked, stopped_by
+from tlcli.core.stopping import deferred, stop_asked, stopped_by
 
 
 @dataclass

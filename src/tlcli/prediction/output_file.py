@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tlcli.errors import TlcliError
+from tlcli.core.errors import TlcliError
 from tlcli.prediction.resume_scan import scan_csv, scan_jsonl
 from tlcli.prediction.results import STREAMED, header
 

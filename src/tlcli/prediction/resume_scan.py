@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from tlcli.errors import TlcliError
+from tlcli.core.errors import TlcliError
 from tlcli.prediction.results import CSV_HEADER, csv_text, json_line
 
 

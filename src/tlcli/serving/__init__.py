@@ -19,9 +19,9 @@ from importlib import resources
 from typing import Any, Callable
 
 from tlcli.data.images import BadImageError, open_image_bytes
-from tlcli.errors import TlcliError
+from tlcli.core.errors import TlcliError
 from tlcli.serving.uploads import Refused, UploadGate, form_boundary, receive_uploads, requested_topk
-from tlcli.stopping import TERMINATING, not_ignored
+from tlcli.core.stopping import TERMINATING, not_ignored
 
 
 def _classify_one(classifier, data: bytes, k: int) -> dict[str, Any]:
@@ -99,19 +99,7 @@ def create_app(
 
     app = FastAPI(title="tlcli", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.uploads = gate
-    page = resources.files("tlcli").joinpath("page.html").read_text()
-
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> str:
-        return page
-
-    @app.get("/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "model": str(classifier.source), "classes": len(classifier.classes)}
-
-    @app.get("/classes")
-    def classes() -> dict[str, Any]:
-        return {"classes": classifier.classes}
+    _add_pages(app, classifier, HTMLResponse)
 
     @app.post("/predict")
     async def predict(request: Request):
@@ -137,6 +125,23 @@ def create_app(
     if log is not None:
         app.add_middleware(_RequestLog, log=log)
     return app
+
+
+def _add_pages(app, classifier, html_response) -> None:
+    """GET /, /health and /classes: what the server holds, answered at once."""
+    page = resources.files("tlcli.serving").joinpath("page.html").read_text()
+
+    @app.get("/", response_class=html_response)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "model": str(classifier.source), "classes": len(classifier.classes)}
+
+    @app.get("/classes")
+    def classes() -> dict[str, Any]:
+        return {"classes": classifier.classes}
 
 
 def _listen(host: str, port: int) -> socket.socket:
