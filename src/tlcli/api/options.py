@@ -8,16 +8,15 @@ from __future__ import annotations
 import difflib
 import numbers
 import os
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Any
 
-from tlcli.core.config import PHASE1_OVERRIDES, SECTIONS, TRAIN_OPTIONS, FinetuneConfig, TrainConfig, check_config
+from tlcli.core.config import PHASE1_OVERRIDES, SECTIONS, TRAIN_FIELDS, TRAIN_OPTIONS, FinetuneConfig, TrainConfig, check_config
 from tlcli.core.errors import ConfigError
 from tlcli.core.option import check_value, declared
 
-_FIELDS = {(section, field.name): field for section, kind in SECTIONS.items() for field in fields(kind)}
-TRAIN_DEFAULTS: dict[str, Any] = {name: _FIELDS[section, field].default for name, (section, field, _) in TRAIN_OPTIONS.items()}
-TRAIN_TYPES: dict[str, str] = {name: _FIELDS[section, field].type for name, (section, field, _) in TRAIN_OPTIONS.items()}
+TRAIN_DEFAULTS: dict[str, Any] = {name: field.default for name, field in TRAIN_FIELDS.items()}
+TRAIN_TYPES: dict[str, str] = {name: field.type for name, field in TRAIN_FIELDS.items()}
 # finetune's own options (its source is the verb's positional ``run``), then the phase-1 settings it may change.
 FINETUNE_OPTIONS = {name: (field, declaration) for name, field, declaration in declared(FinetuneConfig) if name != "source"}
 FINETUNE_DEFAULTS: dict[str, Any] = {name: field.default for name, (field, _) in FINETUNE_OPTIONS.items()}

@@ -20,7 +20,7 @@ import typer
 
 from tlcli.api.options import TRAIN_DEFAULTS, TRAIN_TYPES, train_config, warnings_about
 from tlcli.cli import output
-from tlcli.core.config import PHASE1_OVERRIDES, PHASE2_FALLBACKS, SECTIONS, TRAIN_OPTIONS, FinetuneConfig, TrainConfig
+from tlcli.core.config import PHASE1_OVERRIDES, PHASE2_FALLBACKS, TRAIN_FIELDS, TRAIN_OPTIONS, FinetuneConfig, TrainConfig
 from tlcli.core.errors import ConfigError, ModelError
 from tlcli.core.option import Option, check_value, declared
 
@@ -83,18 +83,13 @@ def parameter(name: str, field: Field, declaration: Option, *, default: Any = MI
                              default=default)
 
 
-def _field(section: str, name: str) -> Field:
-    return SECTIONS[section].__dataclass_fields__[name]
-
-
-TRAIN = [parameter(name, _field(section, field), declaration) for name, (section, field, declaration) in TRAIN_OPTIONS.items()]
+TRAIN = [parameter(name, TRAIN_FIELDS[name], declaration) for name, (_, _, declaration) in TRAIN_OPTIONS.items()]
 # The Python type each train option takes on the command line (and in a TOML file).
 TRAIN_KINDS = {name: _KINDS[TRAIN_TYPES[name].replace(" | None", "")] for name in TRAIN_OPTIONS}
 DATA = [p for p in TRAIN if TRAIN_OPTIONS[p.name][0] == "data"]
 MODEL = [p for p in TRAIN if TRAIN_OPTIONS[p.name][0] == "model"]
 FINETUNE = [parameter(name, field, declaration) for name, field, declaration in declared(FinetuneConfig)] + [
-    parameter(name, _field(section, field), declaration, default=None, override=True)
-    for name, (section, field, declaration) in PHASE1_OVERRIDES.items()]
+    parameter(name, TRAIN_FIELDS[name], declaration, default=None, override=True) for name, (_, _, declaration) in PHASE1_OVERRIDES.items()]
 
 
 def pick(group: list[inspect.Parameter], *names: str) -> list[inspect.Parameter]:

@@ -7,7 +7,7 @@ next to its outputs with ``asdict``.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass
+from dataclasses import MISSING, Field, asdict, dataclass
 
 from tlcli.core.errors import ConfigError
 from tlcli.core.option import (
@@ -194,6 +194,8 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "augment": AugmentConfig, 
 # Every train option: name -> (section, field, declaration), in the order --help lists them.
 TRAIN_OPTIONS: dict[str, tuple[str, str, Option]] = {name: (section, field.name, declaration)
                                                      for section, kind in SECTIONS.items() for name, field, declaration in declared(kind)}
+# Each train option's field: its default and its type.
+TRAIN_FIELDS: dict[str, Field] = {name: SECTIONS[section].__dataclass_fields__[field] for name, (section, field, _) in TRAIN_OPTIONS.items()}
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
