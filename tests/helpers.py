@@ -3,8 +3,10 @@ loading code looks for them, a tiny run's options, and a run trained in-process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,15 +111,24 @@ class TinyRun:
         return sorted(self.folder.rglob("*.png"))
 
 
+@contextlib.contextmanager
+def working_in(base: Path, *, checkpoints: Path | None = None) -> Iterator[pytest.MonkeyPatch]:
+    """For a fixture wider than one test (``isolated`` is per test): work in ``base``, with tlcli's
+    checkpoints (``base/checkpoints`` unless given), data and cache folders there."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(base)
+        patch.setenv("TLCLI_CHECKPOINTS_DIR", str(checkpoints or base / "checkpoints"))
+        patch.setenv("TLCLI_DATA_DIR", str(base / "data"))
+        patch.setenv("TLCLI_CACHE_DIR", str(base / "cache"))
+        yield patch
+
+
 def train_tiny_run(base: Path) -> TinyRun:
     """A one-epoch mlp on twelve 8x8 images of classes a and b, trained under ``base`` with its
     own checkpoints and cache folders (``tiny_run`` in conftest shares one per session)."""
     folder = make_class_folder(base / "tiny", {"a": 6, "b": 6}, size=(8, 8))
     checkpoints = base / "checkpoints"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(base)
-        patch.setenv("TLCLI_CHECKPOINTS_DIR", str(checkpoints))
-        patch.setenv("TLCLI_CACHE_DIR", str(base / "cache"))
+    with working_in(base, checkpoints=checkpoints):
         config = TrainConfig(data=DataConfig(str(folder), val_split=0.34, test_split=0.0),
                              model=ModelConfig(arch="mlp", weights="none", input_size=8),
                              run=RunConfig(epochs=1, out=str(checkpoints / "tiny-run"), workers=0))

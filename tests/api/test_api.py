@@ -14,6 +14,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import tlcli
+from tests.helpers import working_in
 from tlcli.api.options import TRAIN_DEFAULTS
 
 pytestmark = pytest.mark.usefixtures("isolated")
@@ -25,10 +26,7 @@ VERBS = ("train", "finetune", "evaluate", "predict", "export", "summary", "compa
 def phase1(tmp_path_factory, _one_thread):
     """An mlp fitted on the real digits through the API, quietly, once for the module."""
     root = tmp_path_factory.mktemp("api")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("TLCLI_CHECKPOINTS_DIR", str(root / "checkpoints"))
-        patch.setenv("TLCLI_CACHE_DIR", str(root / "cache"))
+    with working_in(root):
         return tlcli.train("digits", arch="mlp", weights="none", epochs=3, workers=0, out=root / "phase1", progress=False)  # a Path, too
 
 

@@ -15,9 +15,8 @@ from PIL import Image
 from tlcli.cli import main
 from tlcli.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tlcli.data.sources import load_data
-from tests.helpers import train
 
-from tests.helpers import make_class_folder, write_image
+from tests.helpers import make_class_folder, train, working_in, write_image
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -29,10 +28,7 @@ def digits_run(tmp_path_factory, _one_thread):
     """The mlp trained for 3 epochs on sklearn's real digits, once for the module; it is the latest run."""
     base = tmp_path_factory.mktemp("evaluate-predict")
     root = base / "checkpoints"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(base)
-        patch.setenv("TLCLI_CHECKPOINTS_DIR", str(root))
-        patch.setenv("TLCLI_DATA_DIR", str(base / "data"))
+    with working_in(base, checkpoints=root):
         result = train(
             TrainConfig(model=ModelConfig(arch="mlp", weights="none"), run=RunConfig(epochs=3, out=str(root / "digits"), workers=0))
         )
@@ -45,9 +41,7 @@ def folder_run(digits_run):
     base = digits_run["base"] / "folder"
     data = make_class_folder(base / "animals", {"cat": 10, "dog": 10, "fox": 10})
     out = base / "runs" / "animals"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(base)
-        patch.setenv("TLCLI_CHECKPOINTS_DIR", str(base / "runs"))  # its own checkpoints folder: the digits run stays the latest
+    with working_in(base, checkpoints=base / "runs"):  # its own checkpoints folder: the digits run stays the latest
         code = main(["train", "--data", str(data), "--arch", "mlp", "--weights", "none", "--epochs", "1",
                      "--out", str(out), "--workers", "0"])
     assert code == 0

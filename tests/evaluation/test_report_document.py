@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tests.helpers import write_image
+from tests.helpers import working_in, write_image
 from tlcli.core.errors import TlcliError
 from tlcli.evaluation.report import document, study_plots
 from tlcli.evaluation.report.document import Block, write_report
@@ -29,10 +29,7 @@ RUN_SECTIONS = ["# mlp on ", "## TL;DR", "## Data set", "## Model", "## Configur
 @pytest.fixture(scope="module")
 def run_report(tiny_run) -> dict:
     """The session's tiny run (4 images held out for val, no test split), reported by naming its best.pt."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tiny_run.base)
-        patch.setenv("TLCLI_CHECKPOINTS_DIR", str(tiny_run.checkpoints))
-        patch.setenv("TLCLI_CACHE_DIR", str(tiny_run.base / "cache"))
+    with working_in(tiny_run.base, checkpoints=tiny_run.checkpoints):
         files = write_report(tiny_run.run_dir / "best.pt")
     run_dir = tiny_run.run_dir
     return {"run": run_dir, "data": tiny_run.folder, "files": files,

@@ -20,9 +20,8 @@ from tlcli.evaluation.evaluate import evaluate_checkpoint
 from tlcli.run.folder import RunFolder
 from tlcli.run.resume import resume
 from tlcli.run.finetune import finetune
-from tests.helpers import train
 
-from tests.helpers import make_class_folder, write_image
+from tests.helpers import make_class_folder, train, working_in, write_image
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -123,11 +122,8 @@ def resnet18_phase1(tmp_path_factory):
     from tlcli.models.downloads import torch_hub_path
 
     base = tmp_path_factory.mktemp("resnet18")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(base)
+    with working_in(base) as patch:
         patch.setenv("TORCH_HOME", str(base / "torch-home"))
-        patch.setenv("TLCLI_CHECKPOINTS_DIR", str(base / "checkpoints"))
-        patch.setenv("TLCLI_CACHE_DIR", str(base / "cache"))
         torch.manual_seed(0)
         pretrained = models.resnet18().state_dict()
         target = torch_hub_path(models.get_model_weights("resnet18").DEFAULT.url)

@@ -39,14 +39,10 @@ def server(tmp_path_factory):
     """One worker and one waiting upload, so that a few concurrent uploads overflow it; bodies
     that take over BODY_TIMEOUT_S seconds to arrive, or arrive beyond RECEIVING at once, refused."""
     from tlcli.core.config import ModelConfig, RunConfig, TrainConfig
-    from tests.helpers import train
+    from tests.helpers import train, working_in
 
     folder = tmp_path_factory.mktemp("serve")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("TLCLI_CHECKPOINTS_DIR", str(folder / "checkpoints"))
-        patch.setenv("TLCLI_DATA_DIR", str(folder / "data"))
-        patch.setenv("TLCLI_CACHE_DIR", str(folder / "cache"))
+    with working_in(folder):
         run = train(TrainConfig(model=ModelConfig(arch="simple_cnn"), run=RunConfig(epochs=3, out=str(folder / "run"), workers=0))).run_dir
     port = _free_port()
     process = subprocess.Popen(
